@@ -1,0 +1,2 @@
+//! `cargo xtask`: the project's single entry point for checks.
+fn main() {}
