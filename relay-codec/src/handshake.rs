@@ -207,7 +207,10 @@ impl Handshake {
         let (handshake, frame_start) = if legacy {
             (Handshake::Legacy { offset: first }, 4)
         } else {
-            let range = match second.checked_sub(1).and_then(|last| IdRange::new(first, last)) {
+            let range = match second
+                .checked_sub(1)
+                .and_then(|last| IdRange::new(first, last))
+            {
                 Some(range) if range.without_zero().is_some() => range,
                 _ => {
                     return Err(HandshakeError::EmptyRange {

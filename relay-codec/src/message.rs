@@ -90,9 +90,7 @@ impl MessageType {
 
     /// The type with this wire name, if it is one of generation 1.
     pub fn from_wire_name(name: &str) -> Option<MessageType> {
-        MessageType::ALL
-            .into_iter()
-            .find(|t| t.wire_name() == name)
+        MessageType::ALL.into_iter().find(|t| t.wire_name() == name)
     }
 
     /// The flags a sender sets on this type.
@@ -223,7 +221,7 @@ impl Message {
             Message::ExecStdin(d)
             | Message::ExecStdout(d)
             | Message::ExecStderr(d)
-            | Message::FsData(d) => return data_frame(t, id, &d.data),
+            | Message::FsData(d) => return data_frame_with_flags(t, id, flags, &d.data),
             Message::Shutdown => Vec::new(),
             Message::Ready(p) => to_cbor(t, p)?,
             Message::ExecRequest(p) => to_cbor(t, p)?,
@@ -272,8 +270,17 @@ impl Message {
 }
 
 /// Encodes a data-carrying message (`stdin`, `stdout`, `stderr`, `fs.data`)
-/// straight from a borrowed slice, copying it once.
+/// with its type's default flags straight from a borrowed slice, copying it once.
 pub fn data_frame(t: MessageType, id: u32, data: &[u8]) -> Result<Frame, MessageError> {
+    data_frame_with_flags(t, id, t.default_flags(), data)
+}
+
+fn data_frame_with_flags(
+    t: MessageType,
+    id: u32,
+    flags: Flags,
+    data: &[u8],
+) -> Result<Frame, MessageError> {
     // map(1) { "data": bytes }: at most 1 + 5 + 9 bytes before the data.
     let mut head = [0u8; 16];
     let mut cursor = &mut head[..];
@@ -284,7 +291,7 @@ pub fn data_frame(t: MessageType, id: u32, data: &[u8]) -> Result<Frame, Message
     raw_frame(
         t.wire_name(),
         id,
-        t.default_flags(),
+        flags,
         PayloadParts::Split(&head[..used], data),
     )
 }
@@ -327,10 +334,14 @@ fn raw_frame(
 ) -> Result<Frame, MessageError> {
     let payload_len = payload.len();
     // map(3), "v" 1, "t" name, "p" bytes: 1 + 3 + (2 + head + name) + (2 + head).
-    let body_len =
-        1 + 3 + 2 + head_len(wire_name.len() as u64) + wire_name.len() + 2
-            + head_len(payload_len as u64)
-            + payload_len;
+    let body_len = 1
+        + 3
+        + 2
+        + head_len(wire_name.len() as u64)
+        + wire_name.len()
+        + 2
+        + head_len(payload_len as u64)
+        + payload_len;
     if body_len > MAX_BODY_SIZE {
         return Err(MessageError::Frame(FrameError::FrameTooLarge {
             len: body_len + crate::FRAME_HEADER_SIZE,
@@ -356,7 +367,10 @@ fn raw_frame(
             buf.put_slice(b);
         }
     }
-    debug_assert_eq!(buf.len(), LEN_PREFIX_SIZE + crate::FRAME_HEADER_SIZE + body_len);
+    debug_assert_eq!(
+        buf.len(),
+        LEN_PREFIX_SIZE + crate::FRAME_HEADER_SIZE + body_len
+    );
     Ok(Frame::from_checked(buf.freeze()))
 }
 
@@ -496,7 +510,10 @@ mod tests {
 
     #[test]
     fn session_types_carry_their_flags() {
-        assert_eq!(MessageType::ExecRequest.default_flags(), Flags::SESSION_START);
+        assert_eq!(
+            MessageType::ExecRequest.default_flags(),
+            Flags::SESSION_START
+        );
         assert_eq!(MessageType::FsRequest.default_flags(), Flags::SESSION_START);
         assert_eq!(MessageType::ExecExited.default_flags(), Flags::TERMINAL);
         assert_eq!(MessageType::FsResponse.default_flags(), Flags::TERMINAL);
@@ -555,7 +572,10 @@ mod tests {
         let mut body = Vec::new();
         ciborium::into_writer(
             &ciborium::Value::Map(vec![
-                ("p".into(), ciborium::Value::Bytes(vec![0xa1, 0x64, b'c', b'o', b'd', b'e', 0x07])),
+                (
+                    "p".into(),
+                    ciborium::Value::Bytes(vec![0xa1, 0x64, b'c', b'o', b'd', b'e', 0x07]),
+                ),
                 ("t".into(), "core.exec.exited".into()),
                 ("v".into(), 1.into()),
             ]),

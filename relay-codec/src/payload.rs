@@ -101,7 +101,9 @@ pub struct Data {
 
 impl std::fmt::Debug for Data {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Data").field("len", &self.data.len()).finish()
+        f.debug_struct("Data")
+            .field("len", &self.data.len())
+            .finish()
     }
 }
 

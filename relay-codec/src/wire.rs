@@ -24,7 +24,10 @@ pub const PROTOCOL_VERSION: u8 = 1;
 pub const FS_CHUNK_SIZE: usize = 3 * 1024 * 1024;
 
 const _: () = assert!(WIRE_HEADER_SIZE == 9);
-const _: () = assert!(MAX_FRAME_SIZE <= u32::MAX as usize, "len must fit its u32 prefix");
+const _: () = assert!(
+    MAX_FRAME_SIZE <= u32::MAX as usize,
+    "len must fit its u32 prefix"
+);
 const _: () = assert!(
     FS_CHUNK_SIZE + 64 < MAX_BODY_SIZE,
     "an fs chunk and its envelope must fit one frame"
