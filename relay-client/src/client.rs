@@ -1,0 +1,392 @@
+//! The connection: handshake, the reader task that routes frames by id, and the shared writer.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use futures_util::{SinkExt, StreamExt};
+use relay_codec::payload::{ExecRequest, Ready};
+use relay_codec::{
+    CodecError, Flags, Frame, FrameCodec, Handshake, IdRange, Message, MessageError,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::net::UnixStream;
+use tokio::sync::Mutex;
+use tokio::task::AbortHandle;
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use crate::error::{ClientError, Disconnect};
+use crate::exec::{ExecSession, Output};
+use crate::fs::Fs;
+use crate::router::Router;
+use crate::session::Session;
+
+/// Tuning of a [`Client`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// Frames buffered per session between the reader task and the
+    /// session's handle (default 16, at least 1).
+    ///
+    /// When a session's buffer is full the reader task waits for its handle
+    /// to take a frame, which stops reading the socket for *every* session
+    /// of this client (see the crate documentation on backpressure).
+    pub session_buffer: usize,
+}
+
+impl ClientConfig {
+    /// The default configuration.
+    pub const fn new() -> ClientConfig {
+        ClientConfig { session_buffer: 16 }
+    }
+
+    /// Sets [`ClientConfig::session_buffer`].
+    pub const fn with_session_buffer(mut self, frames: usize) -> ClientConfig {
+        self.session_buffer = frames;
+        self
+    }
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig::new()
+    }
+}
+
+/// A connection to the relay. Cheap to clone: clones share the connection,
+/// its id range and its writer.
+///
+/// The connection stays open while the client or any session handle made
+/// from it is alive, and closes when the last one is dropped.
+#[derive(Clone)]
+pub struct Client {
+    conn: Arc<Conn>,
+}
+
+type BoxWriter = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// State shared by the client and its sessions.
+pub(crate) struct Conn {
+    pub(crate) router: Arc<Router>,
+    writer: Mutex<FramedWrite<BoxWriter, FrameCodec>>,
+    handshake: Handshake,
+    ids: IdRange,
+    ready: Ready,
+    ready_frame: Frame,
+    config: ClientConfig,
+    reader: AbortHandle,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // The reader task holds the read half; stopping it closes the socket.
+        self.reader.abort();
+    }
+}
+
+impl fmt::Debug for Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn")
+            .field("handshake", &self.handshake)
+            .field("ids", &self.ids)
+            .field("in_flight", &self.router.in_flight())
+            .field("closed", &self.router.closed())
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client").field("conn", &self.conn).finish()
+    }
+}
+
+impl Client {
+    /// Connects to the relay's Unix socket at `path` and reads its handshake.
+    pub async fn connect(path: impl AsRef<Path>) -> Result<Client, ClientError> {
+        Client::connect_with(path, ClientConfig::default()).await
+    }
+
+    /// [`Client::connect`] with a configuration.
+    pub async fn connect_with(
+        path: impl AsRef<Path>,
+        config: ClientConfig,
+    ) -> Result<Client, ClientError> {
+        let path = path.as_ref();
+        let stream = UnixStream::connect(path)
+            .await
+            .map_err(|source| ClientError::Connect {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let (read, write) = stream.into_split();
+        Client::start(read, Box::new(write), config).await
+    }
+
+    /// Runs the protocol over any byte stream (a socket pair in tests, a
+    /// proxied connection), starting with the relay's handshake.
+    pub async fn from_stream<S>(stream: S) -> Result<Client, ClientError>
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        Client::from_stream_with(stream, ClientConfig::default()).await
+    }
+
+    /// [`Client::from_stream`] with a configuration.
+    pub async fn from_stream_with<S>(stream: S, config: ClientConfig) -> Result<Client, ClientError>
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (read, write) = tokio::io::split(stream);
+        Client::start(read, Box::new(write), config).await
+    }
+
+    async fn start<R>(
+        mut read: R,
+        write: BoxWriter,
+        config: ClientConfig,
+    ) -> Result<Client, ClientError>
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+    {
+        let (handshake, ready_frame, rest) = read_handshake(&mut read).await?;
+        let ids = handshake
+            .client_ids()
+            .ok_or(ClientError::NoClientIds { handshake })?;
+        let ready = match Message::from_frame(&ready_frame) {
+            Ok(Message::Ready(ready)) => ready,
+            Ok(other) => {
+                return Err(ClientError::NotReady {
+                    message_type: other.message_type(),
+                });
+            }
+            Err(source) => return Err(ClientError::BadReady { source }),
+        };
+        tracing::debug!(
+            ?handshake,
+            first_id = ids.first(),
+            last_id = ids.last(),
+            "connected to the relay"
+        );
+        let router = Arc::new(Router::new(ids));
+        let mut frames = FramedRead::new(read, FrameCodec::new());
+        // Bytes that arrived with the greeting belong to the first frames.
+        frames.read_buffer_mut().extend_from_slice(&rest);
+        let reader = tokio::spawn(read_loop(frames, Arc::clone(&router))).abort_handle();
+        Ok(Client {
+            conn: Arc::new(Conn {
+                router,
+                writer: Mutex::new(FramedWrite::new(write, FrameCodec::new())),
+                handshake,
+                ids,
+                ready,
+                ready_frame,
+                config,
+                reader,
+            }),
+        })
+    }
+
+    /// The greeting's id prefix, in the form the relay chose.
+    pub fn handshake(&self) -> Handshake {
+        self.conn.handshake
+    }
+
+    /// The ids this client uses for its sessions (never 0).
+    pub fn ids(&self) -> IdRange {
+        self.conn.ids
+    }
+
+    /// The agent's `core.ready` payload, as cached by the relay.
+    pub fn ready(&self) -> &Ready {
+        &self.conn.ready
+    }
+
+    /// The `core.ready` frame exactly as received.
+    pub fn ready_frame(&self) -> &Frame {
+        &self.conn.ready_frame
+    }
+
+    /// Sessions in flight: opened and not yet ended by a TERMINAL frame.
+    pub fn in_flight(&self) -> usize {
+        self.conn.router.in_flight()
+    }
+
+    /// Why the connection ended, or `None` while it is up.
+    pub fn disconnect_reason(&self) -> Option<Disconnect> {
+        self.conn.router.closed()
+    }
+
+    /// Opens a session: takes a free id, sends `request` on it (its type
+    /// must be one that opens a session: `core.exec.request` or
+    /// `core.fs.request`) and returns the session's handle.
+    ///
+    /// Fails with [`ClientError::IdsExhausted`] when every id of the range
+    /// is in flight, at once, without waiting for one to free up.
+    ///
+    /// If this future is dropped before it completes, the id stays in
+    /// flight until a TERMINAL frame for it arrives: the request may have
+    /// reached the wire.
+    pub async fn open(&self, request: &Message) -> Result<Session, ClientError> {
+        let message_type = request.message_type();
+        if !message_type.default_flags().contains(Flags::SESSION_START) {
+            return Err(ClientError::NotASessionRequest { message_type });
+        }
+        let conn = &self.conn;
+        let registration = conn.router.register(conn.config.session_buffer)?;
+        let (id, generation) = (registration.id, registration.generation);
+        let frame = match request.to_frame(id) {
+            Ok(frame) => frame,
+            Err(source) => {
+                conn.router.release(id, generation);
+                return Err(ClientError::Encode { id, source });
+            }
+        };
+        let session = Session::new(Arc::clone(conn), registration);
+        if let Err(error) = conn.send(frame, Some((id, generation))).await {
+            conn.router.release(id, generation);
+            return Err(error);
+        }
+        tracing::debug!(id, %message_type, "session opened");
+        Ok(session)
+    }
+
+    /// Starts a command. See [`ExecSession`] for streaming its output and
+    /// feeding its stdin.
+    pub async fn exec(&self, request: ExecRequest) -> Result<ExecSession, ClientError> {
+        let session = self.open(&Message::ExecRequest(request)).await?;
+        Ok(ExecSession::new(session))
+    }
+
+    /// Runs a command to completion, feeding it `stdin` (then closing its
+    /// stdin; `None` closes it at once) while collecting its output.
+    pub async fn exec_output(
+        &self,
+        request: ExecRequest,
+        stdin: Option<bytes::Bytes>,
+    ) -> Result<Output, ClientError> {
+        self.exec(request).await?.output_with_stdin(stdin).await
+    }
+
+    /// The filesystem operations of the agent.
+    pub fn fs(&self) -> Fs {
+        Fs::new(self.clone())
+    }
+
+    /// Asks the sandbox to stop: sends `core.shutdown` with id 0 and the
+    /// SHUTDOWN flag.
+    pub async fn shutdown(&self) -> Result<(), ClientError> {
+        let frame = Message::Shutdown
+            .to_frame(0)
+            .map_err(|source| ClientError::Encode { id: 0, source })?;
+        debug_assert!(frame.flags().contains(Flags::SHUTDOWN));
+        self.conn.send(frame, None).await?;
+        tracing::debug!("shutdown requested");
+        Ok(())
+    }
+}
+
+impl Conn {
+    /// Writes one frame, flushing it. With `session`, the frame is written
+    /// only while that session (id and generation) is in flight; the check
+    /// is made under the writer lock, so a frame of an ended session can
+    /// never follow the request of a newer session that reuses its id.
+    pub(crate) async fn send(
+        &self,
+        frame: Frame,
+        session: Option<(u32, u64)>,
+    ) -> Result<(), ClientError> {
+        let mut writer = self.writer.lock().await;
+        if let Some(reason) = self.router.closed() {
+            return Err(ClientError::Disconnected(reason));
+        }
+        if let Some((id, generation)) = session
+            && !self.router.is_live(id, generation)
+        {
+            return Err(ClientError::SessionClosed { id });
+        }
+        let id = frame.id();
+        match writer.send(frame).await {
+            Ok(()) => Ok(()),
+            Err(CodecError::Io(error)) => {
+                let reason = Disconnect::Write(Arc::new(error));
+                tracing::warn!(%reason, "connection to the relay lost");
+                self.router.close(reason.clone());
+                Err(ClientError::Disconnected(reason))
+            }
+            Err(CodecError::Frame(error)) => Err(ClientError::Encode {
+                id,
+                source: MessageError::Frame(error),
+            }),
+        }
+    }
+}
+
+/// Reads the id prefix and the ready frame; returns them with any bytes
+/// read past the greeting.
+async fn read_handshake<R>(read: &mut R) -> Result<(Handshake, Frame, BytesMut), ClientError>
+where
+    R: AsyncRead + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(256);
+    loop {
+        if let Some((handshake, ready, used)) = Handshake::decode(&buf)? {
+            let _greeting = buf.split_to(used);
+            return Ok((handshake, ready, buf));
+        }
+        let n = read
+            .read_buf(&mut buf)
+            .await
+            .map_err(|source| ClientError::HandshakeRead { source })?;
+        if n == 0 {
+            return Err(ClientError::HandshakeTruncated {
+                received: buf.len(),
+            });
+        }
+    }
+}
+
+/// The reader task: routes every frame to its session's channel until the
+/// stream ends, then ends every session with the reason.
+async fn read_loop<R>(mut frames: FramedRead<R, FrameCodec>, router: Arc<Router>)
+where
+    R: AsyncRead + Unpin,
+{
+    let reason = loop {
+        match frames.next().await {
+            None => break Disconnect::Eof,
+            Some(Err(CodecError::Io(error))) => break Disconnect::Read(Arc::new(error)),
+            Some(Err(CodecError::Frame(error))) => break Disconnect::Malformed(error),
+            Some(Ok(frame)) => deliver(&router, frame).await,
+        }
+    };
+    match reason {
+        Disconnect::Eof => tracing::debug!(%reason, "connection to the relay ended"),
+        _ => tracing::warn!(%reason, "connection to the relay lost"),
+    }
+    router.close(reason);
+}
+
+async fn deliver(router: &Router, frame: Frame) {
+    let id = frame.id();
+    let flags = frame.flags();
+    let Some(session) = router.route(id, flags) else {
+        if id == 0 {
+            // A relay may forward a new `core.ready` after an agent restart.
+            tracing::debug!(?flags, "frame with id 0 dropped");
+        } else {
+            tracing::warn!(
+                id,
+                ?flags,
+                "frame for an unknown or finished session dropped"
+            );
+        }
+        return;
+    };
+    // Waiting here when the session's buffer is full is the backpressure:
+    // the socket is not read until the session's handle takes a frame.
+    if session.send(frame).await.is_err() {
+        tracing::trace!(id, "session handle dropped; frame discarded");
+    }
+}
