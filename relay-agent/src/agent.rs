@@ -1,0 +1,536 @@
+//! The agent: its configuration, the console reader that decodes frames and
+//! dispatches them, and the table of open sessions.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use relay_codec::payload::{ExecRequest, FsRequest, FsResponse};
+use relay_codec::{
+    CodecError, Envelope, FS_CHUNK_SIZE, Flags, Frame, FrameCodec, FrameError, Message,
+    MessageError, MessageType,
+};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio::task::{JoinError, JoinSet};
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+use crate::clock::BootTimes;
+use crate::error::AgentError;
+use crate::exec::{self, Control, ExecIo};
+use crate::fs;
+use crate::outbound::{Outbound, Outbox, SessionState, write_frames};
+use crate::pty::PtyControl;
+use crate::queue::{InputSender, input_queue};
+use crate::spawn::StartError;
+
+/// Signals queued for one exec session before the reader waits.
+const CONTROL_QUEUE: usize = 16;
+
+/// Tunables of an [`Agent`]. Every buffer the agent keeps is bounded by one
+/// of these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// Bytes of client input (stdin, fs upload data) queued per session.
+    /// When a session's queue is full the console reader waits for it to
+    /// drain (the generation-1 behaviour). Default 1 MiB.
+    pub input_queue_bytes: usize,
+    /// Bytes of frames waiting for the console, all sessions together; when
+    /// it is spent, sessions wait and stop reading their processes' output.
+    /// Default 8 MiB.
+    pub outbound_budget: usize,
+    /// Largest read from a process's stdout, stderr or pty; each read
+    /// becomes one frame. Default 64 KiB.
+    pub output_chunk: usize,
+    /// Size of the `core.fs.data` chunks of a file read, at most
+    /// [`FS_CHUNK_SIZE`] (the default).
+    pub fs_chunk: usize,
+    /// Sessions open at once; a request beyond this is answered with an
+    /// error (exec: code 126, fs: `ok: false`). Default 1024.
+    pub max_sessions: usize,
+    /// How long [`Agent::serve`], once it ends, waits for frames already
+    /// queued to reach the console. Default 5 s.
+    pub flush_timeout: Duration,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            input_queue_bytes: 1024 * 1024,
+            outbound_budget: 8 * 1024 * 1024,
+            output_chunk: 64 * 1024,
+            fs_chunk: FS_CHUNK_SIZE,
+            max_sessions: 1024,
+            flush_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How [`Agent::serve`] ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServeEnd {
+    /// A `core.shutdown` message arrived.
+    Shutdown,
+    /// The console reached end of file (the host closed it).
+    Eof,
+}
+
+/// The guest agent. Build one, then [`serve`](Agent::serve) a console.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    config: AgentConfig,
+    times: BootTimes,
+}
+
+/// Why the console reader stopped before EOF or shutdown.
+#[derive(Debug)]
+enum Stop {
+    Malformed(FrameError),
+    Read(io::Error),
+    WriterGone,
+    Encode(MessageError),
+}
+
+impl Agent {
+    /// An agent whose `core.ready` reports this process's start and now as
+    /// its boot and init times (see [`BootTimes::capture`]).
+    pub fn new(config: AgentConfig) -> Agent {
+        Agent::with_boot_times(config, BootTimes::capture())
+    }
+
+    /// An agent with boot times measured by its caller (an init that did
+    /// work before the agent was built).
+    pub fn with_boot_times(config: AgentConfig, times: BootTimes) -> Agent {
+        Agent { config, times }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+
+    /// Serves one console until `core.shutdown` or end of file: sends
+    /// `core.ready`, then runs every request that arrives.
+    ///
+    /// Either way every session's process group is killed and reaped before
+    /// this returns, and frames already queued are flushed (for at most
+    /// [`AgentConfig::flush_timeout`]). A malformed frame or an I/O error on
+    /// the console ends it with an error, after the same cleanup.
+    pub async fn serve<R, W>(self, reader: R, writer: W) -> Result<ServeEnd, AgentError>
+    where
+        R: AsyncRead + Unpin + Send,
+        W: AsyncWrite + Unpin + Send,
+    {
+        let (outbound, queue) = Outbound::new(self.config.outbound_budget);
+        let writer_failed = CancellationToken::new();
+        let write = async {
+            let written = write_frames(queue, writer).await;
+            if written.is_err() {
+                writer_failed.cancel();
+            }
+            written
+        };
+        let read = self.read_console(reader, outbound, writer_failed.clone());
+        tokio::pin!(write, read);
+        // Both run concurrently: the writer keeps draining while the reader
+        // waits for room in a session's input queue.
+        let mut written = None;
+        let read_end = loop {
+            tokio::select! {
+                end = &mut read => break end,
+                result = &mut write, if written.is_none() => written = Some(result),
+            }
+        };
+        let written = match written {
+            Some(result) => result,
+            None => match tokio::time::timeout(self.config.flush_timeout, &mut write).await {
+                Ok(result) => result,
+                Err(_) => {
+                    warn!(
+                        timeout = ?self.config.flush_timeout,
+                        "the console did not take the last frames in time"
+                    );
+                    Ok(())
+                }
+            },
+        };
+        match read_end {
+            Ok(end) => {
+                if let Err(err) = written {
+                    debug!(%err, "flushing the console at the end failed");
+                }
+                info!(?end, "agent stopped");
+                Ok(end)
+            }
+            Err(Stop::WriterGone) => Err(AgentError::ConsoleWrite {
+                source: written
+                    .err()
+                    .unwrap_or_else(|| io::ErrorKind::BrokenPipe.into()),
+            }),
+            Err(Stop::Malformed(source)) => Err(AgentError::MalformedStream { source }),
+            Err(Stop::Read(source)) => Err(AgentError::ConsoleRead { source }),
+            Err(Stop::Encode(source)) => Err(AgentError::Encode {
+                message: MessageType::Ready.wire_name(),
+                source,
+            }),
+        }
+    }
+
+    async fn read_console<R>(
+        &self,
+        reader: R,
+        outbound: Outbound,
+        writer_failed: CancellationToken,
+    ) -> Result<ServeEnd, Stop>
+    where
+        R: AsyncRead + Unpin + Send,
+    {
+        let ready = Message::Ready(self.times.ready_now())
+            .to_frame(0)
+            .map_err(Stop::Encode)?;
+        outbound.send(ready).await.map_err(|_| Stop::WriterGone)?;
+        info!("ready");
+        let mut sessions = Sessions::new(&self.config, outbound);
+        let mut frames = FramedRead::new(reader, FrameCodec::new());
+        let end = loop {
+            tokio::select! {
+                biased;
+                () = writer_failed.cancelled() => break Err(Stop::WriterGone),
+                Some(joined) = sessions.tasks.join_next_with_id() => sessions.finished(joined),
+                next = frames.next() => match next {
+                    None => {
+                        info!("console closed");
+                        break Ok(ServeEnd::Eof);
+                    }
+                    Some(Ok(frame)) => {
+                        if let Some(end) = sessions.dispatch(frame, &writer_failed).await {
+                            break Ok(end);
+                        }
+                    }
+                    Some(Err(CodecError::Frame(err))) => {
+                        error!(%err, "malformed frame on the console; stopping");
+                        break Err(Stop::Malformed(err));
+                    }
+                    Some(Err(CodecError::Io(err))) => {
+                        error!(%err, "reading the console failed; stopping");
+                        break Err(Stop::Read(err));
+                    }
+                },
+            }
+        };
+        sessions.end_all().await;
+        end
+    }
+}
+
+/// What the reader passes to an open session.
+#[derive(Debug)]
+enum Input {
+    Exec {
+        stdin: InputSender,
+        control: mpsc::Sender<Control>,
+        /// Present for tty sessions.
+        pty: Option<Arc<PtyControl>>,
+    },
+    Fs {
+        upload: InputSender,
+    },
+    /// A session that only answers (a malformed request).
+    Reply,
+}
+
+#[derive(Debug)]
+struct Entry {
+    state: Arc<SessionState>,
+    task: tokio::task::Id,
+    input: Input,
+}
+
+/// The open sessions and their tasks. Owned by the console reader alone.
+#[derive(Debug)]
+struct Sessions {
+    outbound: Outbound,
+    cancel: CancellationToken,
+    map: HashMap<u32, Entry>,
+    tasks: JoinSet<u32>,
+    input_queue_bytes: usize,
+    output_chunk: usize,
+    fs_chunk: usize,
+    max_sessions: usize,
+}
+
+impl Sessions {
+    fn new(config: &AgentConfig, outbound: Outbound) -> Sessions {
+        Sessions {
+            outbound,
+            cancel: CancellationToken::new(),
+            map: HashMap::new(),
+            tasks: JoinSet::new(),
+            input_queue_bytes: config.input_queue_bytes,
+            output_chunk: config.output_chunk,
+            fs_chunk: config.fs_chunk,
+            max_sessions: config.max_sessions,
+        }
+    }
+
+    /// Handles one frame; `Some` when it ends the agent.
+    async fn dispatch(
+        &mut self,
+        frame: Frame,
+        writer_failed: &CancellationToken,
+    ) -> Option<ServeEnd> {
+        let id = frame.id();
+        let flags = frame.flags();
+        let message = match Message::from_frame(&frame) {
+            Ok(message) => message,
+            Err(err) => {
+                self.malformed(id, flags, &frame, &err).await;
+                return None;
+            }
+        };
+        match message {
+            Message::Shutdown => {
+                info!(id, "shutdown requested");
+                return Some(ServeEnd::Shutdown);
+            }
+            Message::ExecRequest(req) => self.start_exec(id, req).await,
+            Message::FsRequest(req) => self.start_fs(id, req).await,
+            Message::ExecStdin(data) => self.input(id, data.data, true, writer_failed).await,
+            Message::FsData(data) => self.input(id, data.data, false, writer_failed).await,
+            Message::ExecResize(size) => match self.map.get(&id).map(|entry| &entry.input) {
+                Some(Input::Exec { pty: Some(pty), .. }) => pty.resize(size.rows, size.cols),
+                _ => debug!(id, "resize for no tty session; ignored"),
+            },
+            Message::ExecSignal(signal) => self.signal(id, signal.signal, writer_failed).await,
+            other => {
+                let t = other.message_type();
+                if flags.contains(Flags::SESSION_START) {
+                    self.malformed_reply(id, false, &format!("{t} is not a request"));
+                } else {
+                    debug!(id, %t, "message meant for the host; ignored");
+                }
+            }
+        }
+        None
+    }
+
+    /// A frame whose body does not decode: answered if it opens a session.
+    async fn malformed(&mut self, id: u32, flags: Flags, frame: &Frame, err: &MessageError) {
+        if !flags.contains(Flags::SESSION_START) {
+            warn!(id, %err, "malformed message ignored");
+            return;
+        }
+        let is_fs = Envelope::parse(frame.body())
+            .is_ok_and(|envelope| envelope.message_type == MessageType::FsRequest.wire_name());
+        self.malformed_reply(id, is_fs, &err.to_string());
+    }
+
+    fn malformed_reply(&mut self, id: u32, is_fs: bool, reason: &str) {
+        warn!(id, reason, "malformed request answered with an error");
+        let Some((out, state)) = self.open(id) else {
+            return;
+        };
+        let reason = reason.to_owned();
+        if is_fs {
+            self.spawn(id, "fs", state, Input::Reply, async move {
+                fs::malformed(&out, &reason).await;
+            });
+        } else {
+            self.spawn(id, "exec", state, Input::Reply, async move {
+                exec::malformed(&out, &reason).await;
+            });
+        }
+    }
+
+    /// A new session's outbox, unless a session with this id is still open.
+    fn open(&mut self, id: u32) -> Option<(Outbox, Arc<SessionState>)> {
+        if self
+            .map
+            .get(&id)
+            .is_some_and(|entry| !entry.state.is_closed())
+        {
+            warn!(id, "a session with this id is still open; request ignored");
+            return None;
+        }
+        let state = Arc::new(SessionState::default());
+        let out = Outbox::new(
+            id,
+            self.outbound.clone(),
+            self.cancel.child_token(),
+            Arc::clone(&state),
+        );
+        Some((out, state))
+    }
+
+    /// Whether the open sessions (those whose terminal frame is not sent
+    /// yet) reach the limit.
+    fn is_full(&self) -> bool {
+        let open = self
+            .map
+            .values()
+            .filter(|entry| !entry.state.is_closed())
+            .count();
+        open >= self.max_sessions
+    }
+
+    fn spawn(
+        &mut self,
+        id: u32,
+        kind: &'static str,
+        state: Arc<SessionState>,
+        input: Input,
+        session: impl Future<Output = ()> + Send + 'static,
+    ) {
+        let span = info_span!("session", id, kind);
+        let handle = self.tasks.spawn(
+            async move {
+                session.await;
+                id
+            }
+            .instrument(span),
+        );
+        self.map.insert(
+            id,
+            Entry {
+                state,
+                task: handle.id(),
+                input,
+            },
+        );
+    }
+
+    async fn start_exec(&mut self, id: u32, req: ExecRequest) {
+        let Some((out, state)) = self.open(id) else {
+            return;
+        };
+        if self.is_full() {
+            warn!(
+                id,
+                limit = self.max_sessions,
+                "too many sessions; exec refused"
+            );
+            let err = StartError::TooManySessions {
+                limit: self.max_sessions,
+            };
+            return exec::start_failed(&out, &req.cmd, &err).await;
+        }
+        let (stdin_tx, stdin_rx) = input_queue(self.input_queue_bytes);
+        let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
+        let pty = Arc::new(PtyControl::default());
+        let input = Input::Exec {
+            stdin: stdin_tx,
+            control: control_tx,
+            pty: req.tty.then(|| Arc::clone(&pty)),
+        };
+        let io = ExecIo {
+            out,
+            stdin: stdin_rx,
+            control: control_rx,
+            pty,
+            chunk: self.output_chunk,
+        };
+        debug!(id, cmd = %req.cmd, tty = req.tty, "exec request");
+        self.spawn(id, "exec", state, input, exec::run(req, io));
+    }
+
+    async fn start_fs(&mut self, id: u32, req: FsRequest) {
+        let Some((out, state)) = self.open(id) else {
+            return;
+        };
+        if self.is_full() {
+            warn!(
+                id,
+                limit = self.max_sessions,
+                "too many sessions; fs request refused"
+            );
+            let response = FsResponse::failed(format!(
+                "too many sessions (at most {} at once)",
+                self.max_sessions
+            ));
+            if let Err(err) = out.terminal(&Message::FsResponse(response)).await {
+                exec::log_send_error(&err);
+            }
+            return;
+        }
+        let (upload_tx, upload_rx) = input_queue(self.input_queue_bytes);
+        debug!(id, op = ?req.op, "fs request");
+        let chunk = self.fs_chunk;
+        self.spawn(
+            id,
+            "fs",
+            state,
+            Input::Fs { upload: upload_tx },
+            fs::run(req, out, upload_rx, chunk),
+        );
+    }
+
+    /// Queues stdin (`stdin`) or upload data for a session, waiting while
+    /// its queue is full (generation 1).
+    async fn input(&self, id: u32, data: Vec<u8>, stdin: bool, writer_failed: &CancellationToken) {
+        let queue = match (self.map.get(&id).map(|entry| &entry.input), stdin) {
+            (Some(Input::Exec { stdin, .. }), true) => stdin,
+            (Some(Input::Fs { upload }), false) => upload,
+            _ => {
+                debug!(id, stdin, "input for no matching session; discarded");
+                return;
+            }
+        };
+        tokio::select! {
+            pushed = queue.push(Bytes::from(data)) => {
+                if pushed.is_err() {
+                    debug!(id, "input after the session stopped reading; discarded");
+                }
+            }
+            () = writer_failed.cancelled() => {}
+        }
+    }
+
+    async fn signal(&self, id: u32, signal: i32, writer_failed: &CancellationToken) {
+        let Some(Input::Exec { control, .. }) = self.map.get(&id).map(|entry| &entry.input) else {
+            debug!(id, signal, "signal for no exec session; ignored");
+            return;
+        };
+        tokio::select! {
+            sent = control.send(Control::Signal(signal)) => {
+                if sent.is_err() {
+                    debug!(id, signal, "signal after the session ended; ignored");
+                }
+            }
+            () = writer_failed.cancelled() => {}
+        }
+    }
+
+    /// Forgets a finished session, unless its id already belongs to a newer one.
+    fn finished(&mut self, joined: Result<(tokio::task::Id, u32), JoinError>) {
+        match joined {
+            Ok((task, id)) => {
+                if self.map.get(&id).is_some_and(|entry| entry.task == task) {
+                    self.map.remove(&id);
+                }
+            }
+            Err(err) => {
+                let task = err.id();
+                error!(%err, "a session task failed");
+                self.map.retain(|_, entry| entry.task != task);
+            }
+        }
+    }
+
+    /// Ends every session (their processes are killed and reaped) and waits
+    /// for all of them.
+    async fn end_all(&mut self) {
+        self.cancel.cancel();
+        while let Some(joined) = self.tasks.join_next().await {
+            if let Err(err) = joined {
+                error!(%err, "a session task failed");
+            }
+        }
+        self.map.clear();
+    }
+}

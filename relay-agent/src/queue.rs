@@ -1,0 +1,152 @@
+//! A session's input queue: client bytes (stdin, fs upload data) on their
+//! way to a process or a file, bounded in bytes.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+
+/// Most chunks queued at once, whatever their size (the byte bound is the
+/// real one).
+const MAX_QUEUED_CHUNKS: usize = 1024;
+
+/// Creates a queue that holds at most `capacity` bytes (a single chunk
+/// larger than that takes the whole capacity).
+pub(crate) fn input_queue(capacity: usize) -> (InputSender, InputReceiver) {
+    let capacity = u32::try_from(capacity.max(1)).unwrap_or(u32::MAX);
+    let budget = Arc::new(Semaphore::new(capacity as usize));
+    let (tx, rx) = mpsc::channel(MAX_QUEUED_CHUNKS);
+    (
+        InputSender {
+            tx,
+            budget: Arc::clone(&budget),
+            capacity,
+        },
+        InputReceiver { rx, budget },
+    )
+}
+
+/// The console reader's end.
+///
+/// In generation 1, [`InputSender::push`] waits while the queue is full: the
+/// legacy behaviour, where the console reader stalls behind one session.
+/// With per-session credit (issue 10) the relay never has more than the
+/// window in flight for a session, so a queue of at least the window never
+/// makes `push` wait; credit goes back to the relay as chunks are delivered
+/// (when an [`InputChunk`] is dropped).
+#[derive(Debug)]
+pub(crate) struct InputSender {
+    tx: mpsc::Sender<InputChunk>,
+    budget: Arc<Semaphore>,
+    capacity: u32,
+}
+
+/// The receiving end is gone (the process closed its stdin or exited, or
+/// the upload ended): the bytes have nowhere to go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct QueueClosed;
+
+impl InputSender {
+    /// Queues `data`, waiting for room. An empty chunk is queued too: it is
+    /// the end-of-input marker.
+    pub(crate) async fn push(&self, data: Bytes) -> Result<(), QueueClosed> {
+        let cost = u32::try_from(data.len())
+            .unwrap_or(u32::MAX)
+            .min(self.capacity);
+        let permit = Arc::clone(&self.budget)
+            .acquire_many_owned(cost)
+            .await
+            .map_err(|_| QueueClosed)?;
+        self.tx
+            .send(InputChunk {
+                data,
+                _budget: permit,
+            })
+            .await
+            .map_err(|_| QueueClosed)
+    }
+}
+
+/// One queued chunk; its bytes count against the queue until it is dropped.
+#[derive(Debug)]
+pub(crate) struct InputChunk {
+    data: Bytes,
+    _budget: OwnedSemaphorePermit,
+}
+
+impl InputChunk {
+    /// The bytes.
+    pub(crate) fn data(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// Whether this is the end-of-input marker.
+    pub(crate) fn is_end(&self) -> bool {
+        self.data.is_empty()
+    }
+}
+
+/// The delivering end (a task writing to a process's stdin or a file).
+#[derive(Debug)]
+pub(crate) struct InputReceiver {
+    rx: mpsc::Receiver<InputChunk>,
+    budget: Arc<Semaphore>,
+}
+
+impl InputReceiver {
+    /// The next chunk; `None` once the sender is gone.
+    pub(crate) async fn recv(&mut self) -> Option<InputChunk> {
+        self.rx.recv().await
+    }
+
+    /// [`InputReceiver::recv`] for a dedicated thread.
+    pub(crate) fn blocking_recv(&mut self) -> Option<InputChunk> {
+        self.rx.blocking_recv()
+    }
+}
+
+impl Drop for InputReceiver {
+    /// Wakes a sender waiting for room: nothing will ever drain the queue.
+    fn drop(&mut self) {
+        self.budget.close();
+        self.rx.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_full_queue_makes_push_wait_until_a_chunk_is_delivered() {
+        let (tx, mut rx) = input_queue(4);
+        tx.push(Bytes::from_static(b"abcd")).await.unwrap();
+        let mut second = Box::pin(tx.push(Bytes::from_static(b"e")));
+        assert!(second.as_mut().now_or_never().is_none());
+        let first = rx.recv().await.unwrap();
+        assert_eq!(first.data(), b"abcd");
+        assert!(second.as_mut().now_or_never().is_none());
+        drop(first);
+        second.await.unwrap();
+        assert_eq!(rx.recv().await.unwrap().data(), b"e");
+    }
+
+    #[tokio::test]
+    async fn a_chunk_larger_than_the_queue_takes_all_of_it() {
+        let (tx, mut rx) = input_queue(4);
+        tx.push(Bytes::from(vec![1; 100])).await.unwrap();
+        assert_eq!(rx.recv().await.unwrap().data().len(), 100);
+    }
+
+    #[tokio::test]
+    async fn dropping_the_receiver_wakes_a_waiting_push() {
+        let (tx, rx) = input_queue(1);
+        tx.push(Bytes::from_static(b"x")).await.unwrap();
+        let waiting = tokio::spawn(async move { tx.push(Bytes::from_static(b"y")).await });
+        tokio::task::yield_now().await;
+        drop(rx);
+        assert_eq!(waiting.await.unwrap(), Err(QueueClosed));
+    }
+}
