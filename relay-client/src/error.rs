@@ -105,7 +105,7 @@ pub enum ClientError {
         message_type: MessageType,
     },
     /// The agent reported that a filesystem operation failed.
-    #[error("{op} {path}: {message}")]
+    #[error("{}", remote_text(*op, path, message))]
     Remote {
         /// The operation.
         op: FsOpKind,
@@ -205,5 +205,15 @@ impl FsOpKind {
 impl fmt::Display for FsOpKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// The agent's error text, with the operation and path in front unless the
+/// text already names the path (the reference agent's texts do).
+fn remote_text(op: FsOpKind, path: &str, message: &str) -> String {
+    if message.contains(path) {
+        message.to_owned()
+    } else {
+        format!("{op} {path}: {message}")
     }
 }

@@ -54,6 +54,7 @@ pub struct RelayConfig {
     pub(crate) quarantine_grace: Duration,
     pub(crate) shutdown_flush_deadline: Duration,
     pub(crate) max_sessions_per_client: usize,
+    pub(crate) control_socket: Option<PathBuf>,
 }
 
 impl RelayConfig {
@@ -72,6 +73,7 @@ impl RelayConfig {
     /// | quarantine grace | 10 s |
     /// | shutdown flush deadline | 5 s |
     /// | sessions per client | 1024 |
+    /// | control socket | none |
     pub fn new(socket_path: impl Into<PathBuf>) -> RelayConfig {
         RelayConfig {
             socket_path: socket_path.into(),
@@ -86,6 +88,7 @@ impl RelayConfig {
             quarantine_grace: Duration::from_secs(10),
             shutdown_flush_deadline: Duration::from_secs(5),
             max_sessions_per_client: 1024,
+            control_socket: None,
         }
     }
 
@@ -158,6 +161,14 @@ impl RelayConfig {
     /// Most sessions one client may have open.
     pub fn with_max_sessions_per_client(mut self, max: usize) -> Self {
         self.max_sessions_per_client = max;
+        self
+    }
+
+    /// Also listen on `path` for operators: each connection receives one
+    /// line of JSON, the [`StatsSnapshot`](crate::StatsSnapshot), and is
+    /// closed. Created and checked like the main socket.
+    pub fn with_control_socket(mut self, path: impl Into<PathBuf>) -> Self {
+        self.control_socket = Some(path.into());
         self
     }
 

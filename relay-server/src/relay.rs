@@ -106,6 +106,10 @@ impl Relay {
         let router = Router::new(config.router_config())?;
         let slots = router.config().layout.slots() as usize;
         let (listener, socket_file) = socket::bind(&config.socket_path, config.socket_mode)?;
+        let control = match &config.control_socket {
+            Some(path) => Some(socket::bind(path, config.socket_mode)?),
+            None => None,
+        };
         let (ready_tx, ready_rx) = watch::channel(false);
         let (drain_tx, drain_rx) = watch::channel(0);
         let span = tracing::info_span!("relay", socket = %config.socket_path.display());
@@ -131,8 +135,14 @@ impl Relay {
         let agent = tokio::spawn(
             run_agent_reader(shared.clone(), Box::new(agent_reader)).instrument(span.clone()),
         );
-        let task =
-            tokio::spawn(supervise(shared.clone(), listener, socket_file, agent).instrument(span));
+        let control = control.map(|(listener, file)| {
+            let task =
+                tokio::spawn(control_loop(shared.clone(), listener).instrument(span.clone()));
+            (task, file)
+        });
+        let task = tokio::spawn(
+            supervise(shared.clone(), listener, socket_file, agent, control).instrument(span),
+        );
         Ok(RelayHandle {
             shared,
             task,
@@ -153,9 +163,13 @@ pub struct RelayHandle {
 
 impl RelayHandle {
     /// Waits until the agent's `core.ready` has arrived and clients are
-    /// served. Returns `false` if the relay ended first.
+    /// served. Returns `false` if the relay stopped first.
     pub async fn ready(&mut self) -> bool {
-        self.ready.wait_for(|ready| *ready).await.is_ok()
+        let stopped = tokio::select! {
+            ready = self.ready.wait_for(|ready| *ready) => return ready.is_ok(),
+            () = self.shared.stop.cancelled() => true,
+        };
+        stopped && *self.ready.borrow()
     }
 
     /// A receiver whose value counts the `SHUTDOWN` frames clients have sent;
@@ -380,6 +394,7 @@ async fn supervise(
     listener: tokio::net::UnixListener,
     socket_file: SocketFile,
     mut agent: JoinHandle<Result<(), RelayError>>,
+    control: Option<(JoinHandle<()>, SocketFile)>,
 ) -> Result<RelayExit, RelayError> {
     let mut clients = JoinSet::new();
     let mut ready = shared.ready_tx.subscribe();
@@ -411,6 +426,10 @@ async fn supervise(
     shared.stop.cancel();
     drop(listener);
     drop(socket_file);
+    if let Some((task, file)) = control {
+        task.abort();
+        drop(file);
+    }
 
     // Readers stop; writers flush what is queued, then close their sockets.
     {
@@ -504,6 +523,32 @@ async fn accept_loop(
             continue;
         };
         clients.spawn(serve_client(shared.clone(), stream, client).instrument(span));
+    }
+}
+
+/// Answers each connection on the control socket with one JSON line of stats.
+async fn control_loop(shared: Arc<Shared>, listener: tokio::net::UnixListener) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            continue;
+        };
+        let allowed = stream.peer_cred().is_ok_and(|cred| {
+            shared
+                .config
+                .allowed_peers
+                .allows(cred.uid(), shared.own_uid)
+        });
+        if !allowed {
+            Counters::inc(&shared.counters.peers_refused);
+            continue;
+        }
+        let mut line = serde_json::to_vec(&shared.stats()).unwrap_or_default();
+        line.push(b'\n');
+        // A reader that does not take one small line is not waited for.
+        let write =
+            tokio::time::timeout(std::time::Duration::from_secs(1), stream.write_all(&line));
+        let _ = write.await;
     }
 }
 

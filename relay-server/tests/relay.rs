@@ -554,3 +554,29 @@ async fn a_burst_to_a_client_that_never_reads_is_cut_off_at_the_stall_timeout() 
     ping_during(&harness, 10).await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_before_core_ready_ends_the_wait_for_it() -> Test {
+    let dir = temp_dir();
+    let (device, relay_end) = relay_ring::duplex(4096)?;
+    let _agent = TestAgent::start(device, None, silent());
+    let mut relay = Relay::start_on_ring(RelayConfig::new(dir.join("s")), relay_end)?;
+    relay.shutdown();
+    assert!(!relay.ready().await);
+    assert!(matches!(relay.join().await, Ok(RelayExit::Shutdown)));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_socket_answers_each_connection_with_a_line_of_stats() -> Test {
+    let dir = temp_dir();
+    let harness = Harness::start(|c| c.with_control_socket(dir.join("stats")), silent()).await;
+    let _client = harness.client().await;
+    let mut line = String::new();
+    let mut stream = tokio::net::UnixStream::connect(dir.join("stats")).await?;
+    tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut line).await?;
+    let stats: serde_json::Value = serde_json::from_str(&line)?;
+    assert_eq!(stats["clients_connected"], 1);
+    assert!(stats["ring"]["capacity"].as_u64().unwrap() > 0);
+    Ok(())
+}

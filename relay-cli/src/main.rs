@@ -1,0 +1,139 @@
+//! `agent-relay`: the relay as a program, and the client commands that use it.
+//!
+//! - `serve` runs a relay on a Unix socket in front of a guest agent: the
+//!   built-in reference agent as a child process (the default), a QEMU
+//!   virtio-serial chardev socket, or any command speaking the protocol on
+//!   its stdio. A device thread pumps the guest's byte stream into the ring,
+//!   playing the VMM's console device.
+//! - `exec`, `fs`, `stats` and `shutdown` talk to a running relay.
+//!
+//! Logs go to stderr, filtered by `RUST_LOG`.
+#![forbid(unsafe_code)]
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a command-line program talks to its terminal"
+)]
+
+mod console;
+mod exec;
+mod fs;
+mod serve;
+mod stats;
+mod term;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Multiplexes many host programs onto one sandbox guest agent.
+#[derive(Debug, Parser)]
+#[command(name = "agent-relay", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a relay in front of a guest agent.
+    Serve(serve::ServeArgs),
+    /// Run a command in the guest, streaming its stdin, stdout and stderr;
+    /// exits with the command's exit code.
+    Exec(exec::ExecArgs),
+    /// Files in the guest: stat, ls, get, put, mkdir, rm, rmdir, cp, mv.
+    Fs(fs::FsArgs),
+    /// Show a running relay's statistics.
+    Stats(stats::StatsArgs),
+    /// Ask the guest to shut down (sends core.shutdown).
+    Shutdown(SocketArgs),
+    /// Run the built-in reference agent over this process's stdin and stdout
+    /// (what `serve --console local` starts).
+    #[command(hide = true)]
+    Agent,
+}
+
+/// Where the relay listens.
+#[derive(Debug, Clone, clap::Args)]
+struct SocketArgs {
+    /// The relay's socket [default: $XDG_RUNTIME_DIR/agent-relay/agent.sock,
+    /// or under the temporary directory].
+    #[arg(long, short = 's', env = "AGENT_RELAY_SOCKET", value_name = "PATH")]
+    socket: Option<PathBuf>,
+}
+
+impl SocketArgs {
+    fn path(&self) -> PathBuf {
+        self.socket
+            .clone()
+            .unwrap_or_else(relay_server::default_socket_path)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Serve(_) | Command::Agent => "info",
+        _ => "warn",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| default_level.into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("agent-relay: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Exec(args) => exec::run(args).await,
+            Command::Fs(args) => fs::run(args).await,
+            Command::Stats(args) => stats::run(args).await,
+            Command::Shutdown(args) => shutdown(args).await,
+            Command::Agent => agent().await,
+        }
+    });
+    // A read of our stdin may still be parked on a blocking thread (exec
+    // forwards stdin); exit without waiting for it.
+    runtime.shutdown_background();
+    ExitCode::from(code)
+}
+
+/// Reports an error the way every subcommand does, and gives exit code 1.
+fn fail(error: impl std::fmt::Display) -> u8 {
+    eprintln!("agent-relay: {error}");
+    1
+}
+
+async fn shutdown(args: SocketArgs) -> u8 {
+    let path = args.path();
+    let result = async {
+        let client = relay_client::Client::connect(&path).await?;
+        client.shutdown().await
+    };
+    match result.await {
+        Ok(()) => 0,
+        Err(error) => fail(error),
+    }
+}
+
+async fn agent() -> u8 {
+    let agent = relay_agent::Agent::new(relay_agent::AgentConfig::default());
+    let console = match relay_agent::Transport::Stdio.open().await {
+        Ok(console) => console,
+        Err(error) => return fail(error),
+    };
+    match agent.serve(console.reader, console.writer).await {
+        Ok(_) => 0,
+        Err(error) => fail(error),
+    }
+}
