@@ -4,6 +4,10 @@
 //! failure; `cargo xtask ci <step>` runs one step. CI runs exactly
 //! `cargo xtask ci` (through `.ci/run`), so a local run and CI are the same.
 //!
+//! `cargo xtask bench [--quick]` runs the benchmarks of `relay-bench` in
+//! release mode (a few minutes, or under one with `--quick`) and writes
+//! `target/bench/summary.json`; CI runs only the `bench-smoke` step.
+//!
 //! Adding a step is one line in [`STEPS`]: a name, a description and a
 //! function that runs it (usually one or two [`Env::cargo`] commands).
 #![allow(
@@ -57,11 +61,16 @@ const STEPS: &[Step] = &[
         about: "loom model checks of the ring's memory ordering and wakeup protocol",
         run: loom,
     },
+    Step {
+        name: "bench-smoke",
+        about: "every benchmark scenario once at tiny sizes (checks they run; no thresholds)",
+        run: bench_smoke,
+    },
 ];
 
 /// Step names that later issues add; asking for one says so instead of
 /// treating it as a typo.
-const RESERVED: &[&str] = &["bench-smoke", "fuzz-build", "vm"];
+const RESERVED: &[&str] = &["fuzz-build", "vm"];
 
 /// Where and with which cargo the steps run.
 struct Env {
@@ -132,6 +141,41 @@ fn loom(env: &Env) -> Result<(), String> {
     run(cmd)
 }
 
+fn bench_smoke(env: &Env) -> Result<(), String> {
+    // A debug build: it reuses what the test step compiled, and the smoke
+    // run only checks that every scenario runs.
+    run(env.cargo(&[
+        "run",
+        "--package",
+        "relay-bench",
+        "--locked",
+        "--",
+        "run",
+        "--smoke",
+        "--out",
+        "target/bench/smoke",
+    ]))
+}
+
+/// `cargo xtask bench [--quick]`: the benchmarks in release mode.
+fn bench(env: &Env, quick: bool) -> Result<(), String> {
+    let mut args = vec![
+        "run",
+        "--release",
+        "--package",
+        "relay-bench",
+        "--locked",
+        "--",
+        "run",
+        "--out",
+        "target/bench",
+    ];
+    if quick {
+        args.push("--quick");
+    }
+    run(env.cargo(&args))
+}
+
 fn doc(env: &Env) -> Result<(), String> {
     let mut cmd = env.cargo(&["doc", "--workspace", "--no-deps", "--locked"]);
     cmd.env("RUSTDOCFLAGS", "-D warnings");
@@ -177,8 +221,11 @@ fn show(cmd: &Command) -> String {
 
 fn usage() -> String {
     let mut text = String::from(
-        "usage: cargo xtask ci [STEP]\n\n\
-         Runs every CI step in order (stopping at the first failure), or only STEP.\n\nsteps:\n",
+        "usage: cargo xtask ci [STEP]\n\
+         \x20      cargo xtask bench [--quick]\n\n\
+         `ci` runs every CI step in order (stopping at the first failure), or only STEP.\n\
+         `bench` runs the benchmarks in release mode (a few minutes; --quick: under one)\n\
+         and writes target/bench/summary.json.\n\nsteps:\n",
     );
     for step in STEPS {
         text.push_str(&format!("  {:<12} {}\n", step.name, step.about));
@@ -197,6 +244,8 @@ enum Request {
     Help,
     /// Run these steps (indices into [`STEPS`]), in order.
     Run(Vec<usize>),
+    /// Run the benchmarks (quick or full).
+    Bench { quick: bool },
     /// Print this error and the usage, and fail.
     Bad(String),
 }
@@ -213,6 +262,9 @@ fn parse(args: &[String]) -> Request {
             )),
             None => Request::Bad(format!("unknown step `{name}`")),
         },
+        ["bench"] => Request::Bench { quick: false },
+        ["bench", "--quick"] => Request::Bench { quick: true },
+        ["bench", ..] => Request::Bad("`bench` takes only `--quick`".into()),
         [task, ..] if task != "ci" => Request::Bad(format!("unknown task `{task}`")),
         _ => Request::Bad("`ci` takes at most one step".into()),
     }
@@ -280,6 +332,13 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
         Request::Run(indices) => run_steps(&Env::from_process(), &indices),
+        Request::Bench { quick } => match bench(&Env::from_process(), quick) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("xtask: {error}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -298,7 +357,24 @@ mod tests {
             Request::Run((0..STEPS.len()).collect())
         );
         let names: Vec<&str> = STEPS.iter().map(|s| s.name).collect();
-        assert_eq!(names, ["fmt", "clippy", "test", "doc", "loom"]);
+        assert_eq!(
+            names,
+            ["fmt", "clippy", "test", "doc", "loom", "bench-smoke"]
+        );
+    }
+
+    #[test]
+    fn bench_runs_full_or_quick_and_nothing_else() {
+        assert_eq!(parse(&args(&["bench"])), Request::Bench { quick: false });
+        assert_eq!(
+            parse(&args(&["bench", "--quick"])),
+            Request::Bench { quick: true }
+        );
+        assert!(matches!(
+            parse(&args(&["bench", "--fast"])),
+            Request::Bad(_)
+        ));
+        assert!(usage().contains("cargo xtask bench [--quick]"));
     }
 
     #[test]

@@ -31,6 +31,18 @@ const LAYERS: &[(&str, Allowed)] = &[
     ("relay-agent", Allowed::Only(&["relay-codec"])),
     ("relay-client", Allowed::Only(&["relay-codec"])),
     ("relay-cli", Allowed::Any),
+    // Benchmarks drive the whole stack (relay, ring, client, agent) side by side.
+    (
+        "relay-bench",
+        Allowed::Only(&[
+            "relay-codec",
+            "relay-ring",
+            "relay-router",
+            "relay-server",
+            "relay-client",
+            "relay-agent",
+        ]),
+    ),
     ("xtask", Allowed::Only(&[])),
 ];
 

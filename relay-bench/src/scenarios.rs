@@ -1,0 +1,826 @@
+//! The scenarios of issue 7 (P1-P5 and the end-to-end row), how each is
+//! measured, and the goals they are checked against.
+//!
+//! Every measurement starts a fresh `serve` process for one implementation,
+//! so memory peaks belong to that measurement alone; the implementations
+//! take turns within each repeat (the order rotates from repeat to repeat)
+//! after a warm-up, and the tables report medians over the repeats.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use relay_client::{Client, ClientError, ExecEvent, ExecRequest};
+
+use crate::driver::{self, Memory, Server};
+use crate::load::{self, Conn, Streamer};
+use crate::report::{Metric, Results, Sample, Verdict};
+use crate::serve::{Device, Form, Impl, ServeOptions};
+use crate::wire;
+
+const MIB: f64 = 1024.0 * 1024.0;
+/// Frames of the bulk scenarios.
+const BULK_FRAME: usize = 64 * 1024;
+/// Per-client and total queue budgets of the flood scenario.
+const FLOOD_CLIENT_BUDGET: usize = 16 << 20;
+const FLOOD_TOTAL_BUDGET: usize = 32 << 20;
+/// Budgets large enough never to cut a client off in the bulk scenarios.
+const UNBUDGETED: usize = 64 << 30;
+/// Non-reading clients flooded at once in the memory scenario.
+const FLOOD_CLIENTS: usize = 4;
+
+/// Sizes and counts of one run.
+#[derive(Debug, Clone)]
+pub(crate) struct Mode {
+    pub(crate) name: &'static str,
+    repeats: usize,
+    rtt_warmup: usize,
+    rtt_pings: usize,
+    bulk_warmup: u64,
+    bulk_up: u64,
+    bulk_down: u64,
+    fanin_rounds_16: usize,
+    fanin_rounds_128: usize,
+    iso_pings: usize,
+    iso_burst: u64,
+    ping_timeout: Duration,
+    settle: Duration,
+    mem_repeats: usize,
+    flood_for: Duration,
+    /// The naive relay's flood is stopped once its RSS passes this.
+    naive_rss_cap: u64,
+    e2e_execs: usize,
+    e2e_stdout: u64,
+}
+
+impl Mode {
+    /// A few minutes: the numbers for the README.
+    pub(crate) fn full() -> Mode {
+        Mode {
+            name: "full",
+            repeats: 5,
+            rtt_warmup: 2000,
+            rtt_pings: 20_000,
+            bulk_warmup: 32 << 20,
+            bulk_up: 1 << 30,
+            bulk_down: 1 << 30,
+            fanin_rounds_16: 2000,
+            fanin_rounds_128: 250,
+            iso_pings: 3000,
+            iso_burst: 8 << 20,
+            ping_timeout: Duration::from_secs(2),
+            settle: Duration::from_millis(300),
+            mem_repeats: 3,
+            flood_for: Duration::from_secs(5),
+            naive_rss_cap: 1 << 30,
+            e2e_execs: 200,
+            e2e_stdout: 100_000_000,
+        }
+    }
+
+    /// Under a minute: the same scenarios, smaller.
+    pub(crate) fn quick() -> Mode {
+        Mode {
+            name: "quick",
+            repeats: 3,
+            rtt_warmup: 500,
+            rtt_pings: 4000,
+            bulk_warmup: 8 << 20,
+            bulk_up: 128 << 20,
+            bulk_down: 256 << 20,
+            fanin_rounds_16: 400,
+            fanin_rounds_128: 50,
+            iso_pings: 1000,
+            iso_burst: 8 << 20,
+            ping_timeout: Duration::from_secs(1),
+            settle: Duration::from_millis(200),
+            mem_repeats: 2,
+            flood_for: Duration::from_millis(1500),
+            naive_rss_cap: 512 << 20,
+            e2e_execs: 50,
+            e2e_stdout: 100_000_000,
+        }
+    }
+
+    /// Seconds: checks that every scenario runs (CI), numbers meaningless.
+    pub(crate) fn smoke() -> Mode {
+        Mode {
+            name: "smoke",
+            repeats: 1,
+            rtt_warmup: 10,
+            rtt_pings: 200,
+            bulk_warmup: 1 << 20,
+            bulk_up: 8 << 20,
+            bulk_down: 8 << 20,
+            fanin_rounds_16: 5,
+            fanin_rounds_128: 2,
+            iso_pings: 100,
+            iso_burst: 2 << 20,
+            ping_timeout: Duration::from_millis(500),
+            settle: Duration::from_millis(50),
+            mem_repeats: 1,
+            flood_for: Duration::from_millis(300),
+            naive_rss_cap: 256 << 20,
+            e2e_execs: 3,
+            e2e_stdout: 1_000_000,
+        }
+    }
+}
+
+/// One scenario: what it measures and how.
+pub(crate) struct Scenario {
+    pub(crate) name: &'static str,
+    pub(crate) about: &'static str,
+    pub(crate) impls: &'static [Impl],
+    pub(crate) metrics: &'static [Metric],
+    /// Run every thread (clients, relay, agent) on CPU 0.
+    pub(crate) pinned: bool,
+    /// Uses `mem_repeats` instead of `repeats`.
+    memory: bool,
+    measure: fn(&Mode, Impl) -> Result<Sample, String>,
+}
+
+impl std::fmt::Debug for Scenario {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scenario")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+const fn m(name: &'static str, unit: &'static str) -> Metric {
+    Metric { name, unit }
+}
+
+const ALL: &[Impl] = &[Impl::Raw, Impl::Naive, Impl::Ours];
+const OURS: &[Impl] = &[Impl::Ours];
+const LATENCY: &[Metric] = &[m("p50", "us"), m("p99", "us")];
+const BULK: &[Metric] = &[m("throughput", "MiB/s"), m("peak_rss", "MiB")];
+const BULK_DOWN: &[Metric] = &[
+    m("throughput", "MiB/s"),
+    m("received", "%"),
+    m("peak_rss", "MiB"),
+];
+const FANIN: &[Metric] = &[m("throughput", "frames/s")];
+const ISOLATION: &[Metric] = &[
+    m("completed", "%"),
+    m("p99", "us"),
+    m("idle_p99", "us"),
+    m("p99_vs_idle", "x"),
+    m("bulk", "MiB/s"),
+    m("cutoffs", "clients"),
+];
+
+/// Every scenario, in the order they run.
+pub(crate) const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "rtt_64B",
+        about: "P1: one client, one 64-byte frame at a time, echoed",
+        impls: ALL,
+        metrics: LATENCY,
+        pinned: false,
+        memory: false,
+        measure: rtt,
+    },
+    Scenario {
+        name: "rtt_64B_pinned",
+        about: "P1: the same with every thread of every process on CPU 0",
+        impls: ALL,
+        metrics: LATENCY,
+        pinned: true,
+        memory: false,
+        measure: rtt,
+    },
+    Scenario {
+        name: "bulk_64KiB_client_to_agent",
+        about: "P2: one client writes 64 KiB frames, the agent sinks them",
+        impls: ALL,
+        metrics: BULK,
+        pinned: false,
+        memory: false,
+        measure: bulk_up,
+    },
+    Scenario {
+        name: "bulk_64KiB_agent_to_client",
+        about: "P2: the agent streams 64 KiB frames to one client, default budgets (throughput: none if the relay cut the client off)",
+        impls: ALL,
+        metrics: BULK_DOWN,
+        pinned: false,
+        memory: false,
+        measure: bulk_down,
+    },
+    Scenario {
+        name: "bulk_64KiB_agent_to_client_unbudgeted",
+        about: "P2: the same with budgets too large to cut the client off: how far the relay falls behind",
+        impls: ALL,
+        metrics: BULK_DOWN,
+        pinned: false,
+        memory: false,
+        measure: bulk_down_unbudgeted,
+    },
+    Scenario {
+        name: "fanin_16_legacy",
+        about: "P3: 16 clients (legacy handshake) each pipelining 32 x 64 B echoes",
+        impls: ALL,
+        metrics: FANIN,
+        pinned: false,
+        memory: false,
+        measure: fanin_16,
+    },
+    Scenario {
+        name: "fanin_128_bounds",
+        about: "P3: 128 clients (bounds handshake) each pipelining 32 x 64 B echoes",
+        impls: ALL,
+        metrics: FANIN,
+        pinned: false,
+        memory: false,
+        measure: fanin_128,
+    },
+    Scenario {
+        name: "isolation_burst",
+        about: "P4: a client that never reads gets a burst, another streams bulk, a third pings",
+        impls: ALL,
+        metrics: ISOLATION,
+        pinned: false,
+        memory: false,
+        measure: isolation_burst,
+    },
+    Scenario {
+        name: "isolation_flood",
+        about: "P4: the same with an endless flood toward the client that never reads",
+        impls: ALL,
+        metrics: ISOLATION,
+        pinned: false,
+        memory: false,
+        measure: isolation_flood,
+    },
+    Scenario {
+        name: "memory_idle_128",
+        about: "P5: relay RSS with 128 idle clients (bounds handshake)",
+        impls: ALL,
+        metrics: &[m("rss", "MiB"), m("rss_per_client", "KiB")],
+        pinned: false,
+        memory: true,
+        measure: memory_idle,
+    },
+    Scenario {
+        name: "memory_flood",
+        about: "P5: endless floods toward 4 clients that never read (replaced when cut off); budgets 16 MiB per client, 32 MiB total",
+        impls: ALL,
+        metrics: &[
+            m("peak_rss", "MiB"),
+            m("rss_growth", "MiB/s"),
+            m("cutoffs", "clients"),
+        ],
+        pinned: false,
+        memory: true,
+        measure: memory_flood,
+    },
+    Scenario {
+        name: "e2e_exec_true",
+        about: "end to end through the reference agent: `exec true` round trip",
+        impls: OURS,
+        metrics: &[m("p50", "ms"), m("p99", "ms")],
+        pinned: false,
+        memory: false,
+        measure: e2e_exec_true,
+    },
+    Scenario {
+        name: "e2e_exec_stdout_100MB",
+        about: "end to end through the reference agent: 100 MB of exec stdout (`head -c`)",
+        impls: OURS,
+        metrics: BULK_DOWN,
+        pinned: false,
+        memory: false,
+        measure: e2e_stdout,
+    },
+];
+
+/// Runs one scenario: `repeats` rounds, each implementation once per round
+/// in a rotating order.
+pub(crate) fn run(mode: &Mode, scenario: &Scenario) -> Results {
+    let repeats = if scenario.memory {
+        mode.mem_repeats
+    } else {
+        mode.repeats
+    };
+    let body = move |mode: Mode| {
+        let mut results = Results::default();
+        if scenario.pinned
+            && let Err(error) = driver::pin_current_thread(0)
+        {
+            results.errors.push(format!("cannot pin to CPU 0: {error}"));
+            return results;
+        }
+        for round in 0..repeats {
+            let n = scenario.impls.len();
+            for k in 0..n {
+                let imp = scenario.impls[(round + k) % n];
+                print!(".");
+                let _ = std::io::stdout().flush();
+                match (scenario.measure)(&mode, imp) {
+                    Ok(sample) => results.add(imp, &sample),
+                    Err(error) => results
+                        .errors
+                        .push(format!("{} round {round}: {error}", imp.name())),
+                }
+            }
+        }
+        results
+    };
+    let mode = mode.clone();
+    // A thread of its own, so pinning never outlives the scenario.
+    std::thread::scope(|s| {
+        s.spawn(|| body(mode)).join().unwrap_or_else(|_| Results {
+            errors: vec!["the scenario panicked".into()],
+            ..Results::default()
+        })
+    })
+}
+
+fn err(what: &str) -> impl Fn(std::io::Error) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+fn start(opts: &ServeOptions) -> Result<Server, String> {
+    Server::start(opts).map_err(err("starting the server"))
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / MIB
+}
+
+fn rtt(mode: &Mode, imp: Impl) -> Result<Sample, String> {
+    let server = start(&ServeOptions::new(imp))?;
+    if driver::cpus_allowed(server.pid()).is_empty() {
+        return Err("cannot read the server's CPU list".into());
+    }
+    let mut conn = Conn::connect(server.socket()).map_err(err("connect"))?;
+    let pings = load::ping(
+        &mut conn,
+        mode.rtt_warmup,
+        mode.rtt_pings,
+        Duration::from_secs(10),
+    )
+    .map_err(err("ping"))?;
+    if pings.completion() < 100.0 {
+        return Err("a round trip timed out".into());
+    }
+    Ok(vec![("p50", pings.p(50.0)), ("p99", pings.p(99.0))])
+}
+
+fn bulk_up(mode: &Mode, imp: Impl) -> Result<Sample, String> {
+    let server = start(&ServeOptions::new(imp))?;
+    let mut conn = Conn::connect(server.socket()).map_err(err("connect"))?;
+    load::bulk_up(&mut conn, mode.bulk_warmup, BULK_FRAME).map_err(err("warm-up"))?;
+    let elapsed = load::bulk_up(&mut conn, mode.bulk_up, BULK_FRAME).map_err(err("bulk"))?;
+    let sent = mode.bulk_up / BULK_FRAME as u64 * BULK_FRAME as u64;
+    Ok(vec![
+        ("throughput", load::mib_per_s(sent, elapsed)),
+        ("peak_rss", mib(server.memory().peak)),
+    ])
+}
+
+fn bulk_down(mode: &Mode, imp: Impl) -> Result<Sample, String> {
+    bulk_down_with(mode, &ServeOptions::new(imp))
+}
+
+fn bulk_down_unbudgeted(mode: &Mode, imp: Impl) -> Result<Sample, String> {
+    let mut opts = ServeOptions::new(imp);
+    opts.client_budget = UNBUDGETED;
+    opts.total_budget = UNBUDGETED;
+    bulk_down_with(mode, &opts)
+}
+
+fn bulk_down_with(mode: &Mode, opts: &ServeOptions) -> Result<Sample, String> {
+    let server = start(opts)?;
+    let mut conn = Conn::connect(server.socket()).map_err(err("connect"))?;
+    let warm = load::bulk_down(&mut conn, mode.bulk_warmup, BULK_FRAME).map_err(err("warm-up"))?;
+    let got = if warm.cut_off {
+        warm
+    } else {
+        load::bulk_down(&mut conn, mode.bulk_down, BULK_FRAME).map_err(err("bulk"))?
+    };
+    let asked = if warm.cut_off {
+        mode.bulk_warmup
+    } else {
+        mode.bulk_down
+    };
+    Ok(vec![
+        (
+            "throughput",
+            if got.cut_off {
+                f64::NAN
+            } else {
+                load::mib_per_s(got.bytes, got.elapsed)
+            },
+        ),
+        ("received", 100.0 * got.bytes as f64 / asked as f64),
+        ("peak_rss", mib(server.memory().peak)),
+    ])
+}
+
+fn fanin(imp: Impl, form: Form, clients: usize, rounds: usize) -> Result<Sample, String> {
+    let mut opts = ServeOptions::new(imp);
+    opts.form = form;
+    let server = start(&opts)?;
+    let rate = load::fan_in(server.socket(), clients, 32, 3, rounds).map_err(err("fan-in"))?;
+    Ok(vec![("throughput", rate)])
+}
+
+fn fanin_16(mode: &Mode, imp: Impl) -> Result<Sample, String> {
+    fanin(imp, Form::Legacy, 16, mode.fanin_rounds_16)
+}
+
+fn fanin_128(mode: &Mode, imp: Impl) -> Result<Sample, String> {
+    fanin(imp, Form::Bounds(128), 128, mode.fanin_rounds_128)
+}
+
+fn isolation_burst(mode: &Mode, imp: Impl) -> Result<Sample, String> {
+    isolation(mode, imp, mode.iso_burst)
+}
+
+fn isolation_flood(mode: &Mode, imp: Impl) -> Result<Sample, String> {
+    isolation(mode, imp, wire::ENDLESS)
+}
+
+/// A pinging client measured idle, then while a client that never reads is
+/// sent `toward_stuck` bytes and another streams bulk.
+fn isolation(mode: &Mode, imp: Impl, toward_stuck: u64) -> Result<Sample, String> {
+    let mut server = start(&ServeOptions::new(imp))?;
+    let path = server.socket();
+    let mut pinger = Conn::connect(path).map_err(err("connect"))?;
+    let idle = load::ping(
+        &mut pinger,
+        mode.rtt_warmup / 4,
+        mode.iso_pings,
+        mode.ping_timeout,
+    )
+    .map_err(err("idle ping"))?;
+
+    let mut stuck = Conn::connect(path).map_err(err("connect"))?;
+    stuck
+        .stream
+        .write_all(&wire::source_request(
+            stuck.id,
+            toward_stuck,
+            BULK_FRAME as u32,
+        ))
+        .map_err(err("flood request"))?;
+    let streamer = Streamer::start(Conn::connect(path).map_err(err("connect"))?, BULK_FRAME)
+        .map_err(err("bulk"))?;
+    std::thread::sleep(mode.settle);
+    let loaded =
+        load::ping(&mut pinger, 0, mode.iso_pings, mode.ping_timeout).map_err(err("ping"))?;
+    let (bytes, elapsed) = streamer.finish().map_err(err("bulk"))?;
+    // Stop the stuck client's stream at the agent (ours may have cut the
+    // client off already, so ask on another connection).
+    let _ = pinger
+        .stream
+        .write_all(&wire::stop_request(pinger.id, stuck.id));
+    drop(stuck);
+
+    let complete = loaded.completion() >= 100.0;
+    let p99 = if complete { loaded.p(99.0) } else { f64::NAN };
+    let mut sample = vec![
+        ("completed", loaded.completion()),
+        ("p99", p99),
+        ("idle_p99", idle.p(99.0)),
+        ("p99_vs_idle", p99 / idle.p(99.0)),
+        ("bulk", load::mib_per_s(bytes, elapsed)),
+    ];
+    if imp == Impl::Ours {
+        // Clients the relay cut off as slow consumers (the stuck one, we expect).
+        let stats = server.stats().ok_or("no stats from the relay")?;
+        let count = |key: &str| stats[key].as_f64().unwrap_or(f64::NAN);
+        sample.push((
+            "cutoffs",
+            count("slow_over_budget") + count("slow_total_budget") + count("slow_stalled"),
+        ));
+    }
+    Ok(sample)
+}
+
+fn memory_idle(mode: &Mode, imp: Impl) -> Result<Sample, String> {
+    let mut opts = ServeOptions::new(imp);
+    opts.form = Form::Bounds(128);
+    let server = start(&opts)?;
+    // One client first so that the relay's own first-use allocations are in
+    // the baseline.
+    let first = Conn::connect(server.socket()).map_err(err("connect"))?;
+    std::thread::sleep(mode.settle);
+    let before = server.memory().rss;
+    let mut clients = vec![first];
+    for _ in 1..128 {
+        clients.push(Conn::connect(server.socket()).map_err(err("connect"))?);
+    }
+    std::thread::sleep(mode.settle);
+    let after = server.memory().rss;
+    drop(clients);
+    Ok(vec![
+        ("rss", mib(after)),
+        (
+            "rss_per_client",
+            after.saturating_sub(before) as f64 / 127.0 / 1024.0,
+        ),
+    ])
+}
+
+/// Floods clients that never read; when the relay cuts one off, a new one
+/// takes its place, for `flood_for`.
+fn memory_flood(mode: &Mode, imp: Impl) -> Result<Sample, String> {
+    let mut opts = ServeOptions::new(imp);
+    opts.client_budget = FLOOD_CLIENT_BUDGET;
+    opts.total_budget = FLOOD_TOTAL_BUDGET;
+    let server = start(&opts)?;
+    let path = server.socket();
+    let mut control = Conn::connect(path).map_err(err("connect"))?;
+    let flood = |path: &Path| -> std::io::Result<Conn> {
+        let mut conn = Conn::connect(path)?;
+        conn.stream.write_all(&wire::source_request(
+            conn.id,
+            wire::ENDLESS,
+            BULK_FRAME as u32,
+        ))?;
+        Ok(conn)
+    };
+    let mut floods = Vec::new();
+    for _ in 0..FLOOD_CLIENTS {
+        floods.push(flood(path).map_err(err("flood"))?);
+    }
+    let probe = wire::frame(0, wire::DATA, 64);
+    let start_rss = server.memory().rss;
+    let started = Instant::now();
+    let mut cutoffs = 0u32;
+    let mut last = Memory::default();
+    while started.elapsed() < mode.flood_for {
+        std::thread::sleep(Duration::from_millis(20));
+        last = server.memory();
+        if imp == Impl::Naive && last.rss > mode.naive_rss_cap {
+            break;
+        }
+        for conn in &mut floods {
+            let mut frame = probe.clone();
+            frame[4..8].copy_from_slice(&conn.id.to_be_bytes());
+            if conn.stream.write_all(&frame).is_ok() {
+                continue;
+            }
+            // Cut off: stop its stream at the agent, flood a new client.
+            cutoffs += 1;
+            let _ = control
+                .stream
+                .write_all(&wire::stop_request(control.id, conn.id));
+            match flood(path) {
+                Ok(new) => *conn = new,
+                Err(e) => return Err(format!("replacing a flooded client: {e}")),
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    let peak = server.memory().peak.max(last.peak);
+    Ok(vec![
+        ("peak_rss", mib(peak)),
+        (
+            "rss_growth",
+            (mib(last.rss) - mib(start_rss)) / elapsed.as_secs_f64(),
+        ),
+        ("cutoffs", f64::from(cutoffs)),
+    ])
+}
+
+fn e2e_server() -> Result<Server, String> {
+    let mut opts = ServeOptions::new(Impl::Ours);
+    opts.device = Device::Agent;
+    start(&opts)
+}
+
+fn block_on<T>(future: impl std::future::Future<Output = Result<T, String>>) -> Result<T, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(err("runtime"))?
+        .block_on(future)
+}
+
+fn e2e_exec_true(mode: &Mode, _imp: Impl) -> Result<Sample, String> {
+    let server = e2e_server()?;
+    block_on(async {
+        let client = Client::connect(server.socket())
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let mut millis = Vec::new();
+        for i in 0..mode.e2e_execs + 3 {
+            let start = Instant::now();
+            let output = client
+                .exec_output(ExecRequest::new("true", Vec::<String>::new()), None)
+                .await
+                .map_err(|e| format!("exec true: {e}"))?;
+            if output.code != 0 {
+                return Err(format!("`true` exited {}", output.code));
+            }
+            if i >= 3 {
+                millis.push(start.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+        millis.sort_by(f64::total_cmp);
+        Ok(vec![
+            ("p50", load::percentile(&millis, 50.0)),
+            ("p99", load::percentile(&millis, 99.0)),
+        ])
+    })
+}
+
+fn e2e_stdout(mode: &Mode, _imp: Impl) -> Result<Sample, String> {
+    let server = e2e_server()?;
+    let (bytes, elapsed, cut_off) = block_on(async {
+        let client = Client::connect(server.socket())
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let start = Instant::now();
+        let count = mode.e2e_stdout.to_string();
+        let mut session = client
+            .exec(ExecRequest::new(
+                "head",
+                ["-c", count.as_str(), "/dev/zero"],
+            ))
+            .await
+            .map_err(|e| format!("exec head: {e}"))?;
+        let mut bytes = 0u64;
+        loop {
+            match session.next_event().await {
+                Ok(Some(ExecEvent::Stdout(data))) => bytes += data.len() as u64,
+                Ok(Some(ExecEvent::Exited(status))) => {
+                    if !status.success() {
+                        return Err(format!("head exited {status:?}"));
+                    }
+                    break;
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => return Err("the session ended without an exit status".into()),
+                // The relay cut the client off as a slow consumer.
+                Err(ClientError::Disconnected(_)) => return Ok((bytes, start.elapsed(), true)),
+                Err(e) => return Err(format!("exec head: {e}")),
+            }
+        }
+        if bytes != mode.e2e_stdout {
+            return Err(format!(
+                "{bytes} bytes of stdout, expected {}",
+                mode.e2e_stdout
+            ));
+        }
+        Ok((bytes, start.elapsed(), false))
+    })?;
+    Ok(vec![
+        (
+            "throughput",
+            if cut_off {
+                f64::NAN
+            } else {
+                load::mib_per_s(bytes, elapsed)
+            },
+        ),
+        ("received", 100.0 * bytes as f64 / mode.e2e_stdout as f64),
+        ("peak_rss", mib(server.memory().peak)),
+    ])
+}
+
+/// The goals of issue 7, checked against the medians (100% completion
+/// against every repeat, memory against the largest repeat).
+pub(crate) fn verdicts(mode: &Mode, results: &[(&'static Scenario, Results)]) -> Vec<Verdict> {
+    let find = |name: &str| results.iter().find(|(s, _)| s.name == name).map(|(_, r)| r);
+    let med = |name: &str, metric: &str, imp: Impl| find(name).and_then(|r| r.median(metric, imp));
+    let ratio = |name: &str, metric: &str, base: Impl| {
+        Some(med(name, metric, Impl::Ours)? / med(name, metric, base)?)
+    };
+    let show = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}x"));
+    let all = |checks: &[Option<bool>]| {
+        if checks.iter().any(Option::is_none) {
+            None
+        } else {
+            Some(checks.iter().all(|c| *c == Some(true)))
+        }
+    };
+    let mut out = Vec::new();
+
+    for (name, label) in [
+        ("rtt_64B", "unpinned"),
+        ("rtt_64B_pinned", "pinned to CPU 0"),
+    ] {
+        let (p50, p99) = (ratio(name, "p50", Impl::Raw), ratio(name, "p99", Impl::Raw));
+        out.push(Verdict {
+            goal: "P1",
+            what: format!(
+                "round trip 64 B, {label}: p50 {} raw (goal <= 1.3x), p99 {} raw (goal <= 1.5x)",
+                show(p50),
+                show(p99)
+            ),
+            met: all(&[p50.map(|r| r <= 1.3), p99.map(|r| r <= 1.5)]),
+        });
+    }
+
+    let up = ratio("bulk_64KiB_client_to_agent", "throughput", Impl::Raw);
+    out.push(Verdict {
+        goal: "P2",
+        what: format!("bulk client->agent {} raw (goal >= 0.8x)", show(up)),
+        met: all(&[up.map(|r| r >= 0.8)]),
+    });
+    let down = "bulk_64KiB_agent_to_client";
+    let (vs_raw, vs_naive) = (
+        ratio(down, "throughput", Impl::Raw),
+        ratio(down, "throughput", Impl::Naive),
+    );
+    let cut = find(down).map(|r| r.any_missing("throughput", Impl::Ours));
+    let least = find(down).and_then(|r| r.min("received", Impl::Ours));
+    let free = "bulk_64KiB_agent_to_client_unbudgeted";
+    let free_peak = find(free).and_then(|r| r.max("peak_rss", Impl::Ours));
+    out.push(Verdict {
+        goal: "P2",
+        what: format!(
+            "bulk agent->client {} raw (goal >= 0.6x), {} naive (goal >= 3x){}; without budgets {} raw, {} naive, peak RSS {} MiB",
+            show(vs_raw),
+            show(vs_naive),
+            if cut == Some(true) {
+                format!(
+                    "; the relay cut the reading client off as a slow consumer (it received as little as {:.0}%)",
+                    least.unwrap_or(0.0)
+                )
+            } else {
+                String::new()
+            },
+            show(ratio(free, "throughput", Impl::Raw)),
+            show(ratio(free, "throughput", Impl::Naive)),
+            free_peak.map_or_else(|| "n/a".into(), |p| format!("{p:.0}")),
+        ),
+        met: if cut == Some(true) {
+            Some(false)
+        } else {
+            all(&[vs_raw.map(|r| r >= 0.6), vs_naive.map(|r| r >= 3.0)])
+        },
+    });
+    let peak = find(down).and_then(|r| r.max("peak_rss", Impl::Ours));
+    out.push(Verdict {
+        goal: "P2",
+        what: format!(
+            "relay peak RSS during a {} MiB agent->client transfer: {} MiB at most (goal <= 64 MiB{})",
+            mode.bulk_down >> 20,
+            peak.map_or_else(|| "n/a".into(), |p| format!("{p:.1}")),
+            if mode.bulk_down < 1 << 30 { "; the goal is for 1 GiB, run the full mode" } else { "" }
+        ),
+        met: all(&[peak.map(|p| p <= 64.0)]),
+    });
+
+    for name in ["fanin_16_legacy", "fanin_128_bounds"] {
+        let (r, n) = (
+            ratio(name, "throughput", Impl::Raw),
+            ratio(name, "throughput", Impl::Naive),
+        );
+        out.push(Verdict {
+            goal: "P3",
+            what: format!(
+                "{name}: {} raw (goal >= 0.4x), {} naive (goal >= 4x)",
+                show(r),
+                show(n)
+            ),
+            met: all(&[r.map(|r| r >= 0.4), n.map(|n| n >= 4.0)]),
+        });
+    }
+
+    for name in ["isolation_burst", "isolation_flood"] {
+        let completed = find(name).and_then(|r| {
+            (!r.any_missing("completed", Impl::Ours)).then(|| r.min("completed", Impl::Ours))?
+        });
+        let missing_p99 = find(name).is_some_and(|r| r.any_missing("p99", Impl::Ours));
+        let vs_idle = med(name, "p99_vs_idle", Impl::Ours);
+        out.push(Verdict {
+            goal: "P4",
+            what: format!(
+                "{name}: pings completed {} (every repeat; goal 100%), p99 {} its idle p99 (goal <= 2x)",
+                completed.map_or_else(|| "n/a".into(), |c| format!("{c:.1}%")),
+                if missing_p99 { "n/a".into() } else { show(vs_idle) }
+            ),
+            met: all(&[completed.map(|c| c >= 100.0), vs_idle.map(|v| v <= 2.0 && !missing_p99)]),
+        });
+    }
+
+    let idle = find("memory_idle_128").and_then(|r| r.max("rss", Impl::Ours));
+    out.push(Verdict {
+        goal: "P5",
+        what: format!(
+            "128 idle clients: relay RSS {} MiB at most (goal <= 16 MiB)",
+            idle.map_or_else(|| "n/a".into(), |p| format!("{p:.1}"))
+        ),
+        met: all(&[idle.map(|p| p <= 16.0)]),
+    });
+    let flood = find("memory_flood").and_then(|r| r.max("peak_rss", Impl::Ours));
+    let limit = mib(FLOOD_TOTAL_BUDGET as u64) + 16.0;
+    out.push(Verdict {
+        goal: "P5",
+        what: format!(
+            "endless flood toward clients that never read: relay peak RSS {} MiB at most (goal <= total budget {} MiB + 16 MiB = {limit} MiB)",
+            flood.map_or_else(|| "n/a".into(), |p| format!("{p:.1}")),
+            FLOOD_TOTAL_BUDGET >> 20
+        ),
+        met: all(&[flood.map(|p| p <= limit)]),
+    });
+    out
+}
