@@ -7,6 +7,8 @@
 //! `cargo xtask bench [--quick]` runs the benchmarks of `relay-bench` in
 //! release mode (a few minutes, or under one with `--quick`) and writes
 //! `target/bench/summary.json`; CI runs only the `bench-smoke` step.
+//! `cargo xtask fuzz [--seconds N] [TARGET...]` runs the fuzz targets (see
+//! the `fuzz` module).
 //!
 //! Adding a step is one line in [`STEPS`]: a name, a description and a
 //! function that runs it (usually one or two [`Env::cargo`] commands).
@@ -21,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
+mod fuzz;
 #[cfg(test)]
 mod tidy;
 
@@ -62,6 +65,11 @@ const STEPS: &[Step] = &[
         run: loom,
     },
     Step {
+        name: "fuzz-build",
+        about: "fuzz crate on stable: fmt, build the targets (libFuzzer links; no coverage), lib tests, clippy",
+        run: fuzz::build_step,
+    },
+    Step {
         name: "bench-smoke",
         about: "every benchmark scenario once at tiny sizes (checks they run; no thresholds)",
         run: bench_smoke,
@@ -70,7 +78,7 @@ const STEPS: &[Step] = &[
 
 /// Step names that later issues add; asking for one says so instead of
 /// treating it as a typo.
-const RESERVED: &[&str] = &["fuzz-build", "vm"];
+const RESERVED: &[&str] = &["vm"];
 
 /// Where and with which cargo the steps run.
 struct Env {
@@ -222,8 +230,11 @@ fn show(cmd: &Command) -> String {
 fn usage() -> String {
     let mut text = String::from(
         "usage: cargo xtask ci [STEP]\n\
+         \x20      cargo xtask fuzz [--seconds N] [TARGET...]\n\
          \x20      cargo xtask bench [--quick]\n\n\
          `ci` runs every CI step in order (stopping at the first failure), or only STEP.\n\
+         `fuzz` runs each fuzz target (all by default) for N seconds (default 60); it needs\n\
+         cargo-fuzz and a nightly toolchain and says so when they are missing.\n\
          `bench` runs the benchmarks in release mode (a few minutes; --quick: under one)\n\
          and writes target/bench/summary.json.\n\nsteps:\n",
     );
@@ -246,6 +257,8 @@ enum Request {
     Run(Vec<usize>),
     /// Run the benchmarks (quick or full).
     Bench { quick: bool },
+    /// Run the fuzz targets.
+    Fuzz(fuzz::FuzzRequest),
     /// Print this error and the usage, and fail.
     Bad(String),
 }
@@ -261,6 +274,10 @@ fn parse(args: &[String]) -> Request {
                 "step `{name}` is reserved for a later issue and not implemented yet"
             )),
             None => Request::Bad(format!("unknown step `{name}`")),
+        },
+        ["fuzz", ref rest @ ..] => match fuzz::parse(rest) {
+            Ok(request) => Request::Fuzz(request),
+            Err(error) => Request::Bad(error),
         },
         ["bench"] => Request::Bench { quick: false },
         ["bench", "--quick"] => Request::Bench { quick: true },
@@ -339,6 +356,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Request::Fuzz(request) => match fuzz::fuzz(&Env::from_process(), &request) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("xtask fuzz: {error}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -359,7 +383,15 @@ mod tests {
         let names: Vec<&str> = STEPS.iter().map(|s| s.name).collect();
         assert_eq!(
             names,
-            ["fmt", "clippy", "test", "doc", "loom", "bench-smoke"]
+            [
+                "fmt",
+                "clippy",
+                "test",
+                "doc",
+                "loom",
+                "fuzz-build",
+                "bench-smoke"
+            ]
         );
     }
 
@@ -410,6 +442,22 @@ mod tests {
                 matches!(parse(&args(&["ci", name])), Request::Bad(e) if e.contains("reserved"))
             );
         }
+    }
+
+    #[test]
+    fn fuzz_takes_seconds_and_targets() {
+        assert_eq!(
+            parse(&args(&["fuzz", "--seconds", "10", "frame_decoder"])),
+            Request::Fuzz(fuzz::FuzzRequest {
+                seconds: 10,
+                targets: vec!["frame_decoder".into()],
+            })
+        );
+        assert!(matches!(
+            parse(&args(&["fuzz", "--seconds", "x"])),
+            Request::Bad(_)
+        ));
+        assert!(usage().contains("cargo xtask fuzz"));
     }
 
     #[test]

@@ -9,16 +9,16 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{Receiver, SendError, SyncSender, sync_channel};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use relay_codec::payload::Ready;
 use relay_codec::{Flags, Frame, FrameCodec, Handshake, IdRange, Message, split_frames};
-use relay_server::{Relay, RelayConfig, RelayHandle};
+use relay_server::{Relay, RelayConfig, RelayHandle, StatsSnapshot};
 use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
@@ -50,12 +50,49 @@ pub fn silent() -> Behaviour {
     Box::new(|_| Vec::new())
 }
 
+/// Sends bytes to a [`TestAgent`]'s writer thread from any thread.
+///
+/// Messages are [`Bytes`], so a flood can send one large frame many times
+/// without copying it: the test's own memory stays flat and measurements of
+/// the relay's memory are not drowned by it.
+#[derive(Clone)]
+pub struct AgentSender(SyncSender<Bytes>);
+
+impl AgentSender {
+    /// Queues bytes for the agent's writer (blocks while its queue is full).
+    pub fn send(&self, bytes: impl Into<Bytes>) -> Result<(), SendError<Bytes>> {
+        self.0.send(bytes.into())
+    }
+}
+
+/// Whether the agent's reader thread may read from the ring.
+#[derive(Default)]
+struct ReadGate {
+    paused: Mutex<bool>,
+    changed: Condvar,
+}
+
+impl ReadGate {
+    fn set(&self, paused: bool) {
+        *self.paused.lock().unwrap() = paused;
+        self.changed.notify_all();
+    }
+
+    fn wait_open(&self) {
+        let mut paused = self.paused.lock().unwrap();
+        while *paused {
+            paused = self.changed.wait(paused).unwrap();
+        }
+    }
+}
+
 /// An agent on the device end of a ring: a reader thread that logs every
 /// frame and runs the behaviour, and a writer thread fed through a bounded
 /// channel (tests inject frames with [`TestAgent::send`]).
 pub struct TestAgent {
     log: Arc<Mutex<Vec<Frame>>>,
-    tx: Option<SyncSender<Vec<u8>>>,
+    tx: Option<AgentSender>,
+    gate: Arc<ReadGate>,
     reader: Option<JoinHandle<()>>,
     writer: Option<JoinHandle<()>>,
 }
@@ -68,9 +105,9 @@ impl TestAgent {
         behaviour: Behaviour,
     ) -> Self {
         let (mut rx_half, mut tx_half) = device.split();
-        let (tx, rx): (SyncSender<Vec<u8>>, Receiver<Vec<u8>>) = sync_channel(256);
+        let (tx, rx): (SyncSender<Bytes>, Receiver<Bytes>) = sync_channel(256);
         if let Some(ready) = ready {
-            tx.send(ready.as_wire().to_vec()).unwrap();
+            tx.send(ready.into_wire()).unwrap();
         }
         let writer = std::thread::spawn(move || {
             // An empty message asks the writer to close its half (EOF for the relay).
@@ -84,11 +121,14 @@ impl TestAgent {
         let reader_log = log.clone();
         let reply_tx = tx.clone();
         let mut behaviour = behaviour;
+        let gate = Arc::new(ReadGate::default());
+        let reader_gate = gate.clone();
         let reader = std::thread::spawn(move || {
             let mut buf = vec![0u8; 64 * 1024];
             let mut pending = BytesMut::new();
             let mut codec = FrameCodec::new();
             loop {
+                reader_gate.wait_open();
                 let n = match rx_half.blocking().read(&mut buf) {
                     Ok(0) | Err(_) => return,
                     Ok(n) => n,
@@ -100,7 +140,7 @@ impl TestAgent {
                     let replies = behaviour(&frame);
                     reader_log.lock().unwrap().push(frame);
                     for reply in replies {
-                        if reply_tx.send(reply.as_wire().to_vec()).is_err() {
+                        if reply_tx.send(reply.into_wire()).is_err() {
                             return;
                         }
                     }
@@ -109,25 +149,37 @@ impl TestAgent {
         });
         TestAgent {
             log,
-            tx: Some(tx),
+            tx: Some(AgentSender(tx)),
+            gate,
             reader: Some(reader),
             writer: Some(writer),
         }
     }
 
     /// Writes raw bytes toward the relay (blocks while the channel is full).
-    pub fn send_raw(&self, bytes: Vec<u8>) {
+    pub fn send_raw(&self, bytes: impl Into<Bytes>) {
         self.tx.as_ref().unwrap().send(bytes).unwrap();
     }
 
     /// Writes a frame toward the relay.
     pub fn send(&self, frame: &Frame) {
-        self.send_raw(frame.as_wire().to_vec());
+        self.send_raw(frame.clone().into_wire());
     }
 
     /// A sender usable from another thread.
-    pub fn sender(&self) -> SyncSender<Vec<u8>> {
+    pub fn sender(&self) -> AgentSender {
         self.tx.clone().unwrap()
+    }
+
+    /// Stops reading the relay's ring before the next read (a read already
+    /// waiting for data still completes), so the ring fills up.
+    pub fn pause_reading(&self) {
+        self.gate.set(true);
+    }
+
+    /// Reads again after [`pause_reading`](TestAgent::pause_reading).
+    pub fn resume_reading(&self) {
+        self.gate.set(false);
     }
 
     /// Every frame received so far.
@@ -148,10 +200,11 @@ impl TestAgent {
         }
     }
 
-    /// Closes the agent's stream toward the relay (EOF) and joins its threads.
+    /// Closes the agent's stream toward the relay (EOF) and joins its writer.
     pub fn close(mut self) {
+        self.resume_reading();
         if let Some(tx) = self.tx.take() {
-            let _ = tx.send(Vec::new());
+            let _ = tx.send(Bytes::new());
         }
         if let Some(writer) = self.writer.take() {
             writer.join().unwrap();
@@ -195,6 +248,26 @@ impl Harness {
 
     pub async fn client(&self) -> TestClient {
         TestClient::connect(&self.socket()).await
+    }
+
+    /// Polls the relay's stats until `pred` holds, and returns them.
+    pub async fn wait_stats(
+        &self,
+        what: &str,
+        pred: impl Fn(&StatsSnapshot) -> bool,
+    ) -> StatsSnapshot {
+        let start = std::time::Instant::now();
+        loop {
+            let stats = self.relay.stats();
+            if pred(&stats) {
+                return stats;
+            }
+            assert!(
+                start.elapsed() < HANG_GUARD,
+                "never reached {what}: {stats:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 }
 
