@@ -24,14 +24,19 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use crate::clock::BootTimes;
 use crate::error::AgentError;
 use crate::exec::{self, Control, ExecIo};
+use crate::flow::{FlowControl, return_credit};
 use crate::fs;
 use crate::outbound::{Outbound, Outbox, SessionState, write_frames};
 use crate::pty::PtyControl;
-use crate::queue::{InputSender, input_queue};
+use crate::queue::{InputSender, Rejected, input_queue};
 use crate::spawn::StartError;
 
 /// Signals queued for one exec session before the reader waits.
 const CONTROL_QUEUE: usize = 16;
+
+/// Room in a session's input queue, with flow control, beyond what the
+/// relay's credit allows: small frames are never held by the relay.
+const INPUT_SLACK: usize = 64 * 1024;
 
 /// Tunables of an [`Agent`]. Every buffer the agent keeps is bounded by one
 /// of these.
@@ -57,6 +62,12 @@ pub struct AgentConfig {
     /// How long [`Agent::serve`], once it ends, waits for frames already
     /// queued to reach the console. Default 5 s.
     pub flush_timeout: Duration,
+    /// Per-session credit offered to the relay in `core.ready`: bytes in
+    /// flight per session and direction. With it, a slow client throttles
+    /// only its own session's process instead of being cut off, and the
+    /// console reader never waits for one session. `None` speaks plain
+    /// generation 1. Default 1 MiB.
+    pub flow_window: Option<u32>,
 }
 
 impl Default for AgentConfig {
@@ -68,6 +79,7 @@ impl Default for AgentConfig {
             fs_chunk: FS_CHUNK_SIZE,
             max_sessions: 1024,
             flush_timeout: Duration::from_secs(5),
+            flow_window: Some(1 << 20),
         }
     }
 }
@@ -191,12 +203,21 @@ impl Agent {
     where
         R: AsyncRead + Unpin + Send,
     {
-        let ready = Message::Ready(self.times.ready_now())
+        let ready = Message::Ready(self.times.ready_now(self.config.flow_window))
             .to_frame(0)
             .map_err(Stop::Encode)?;
         outbound.send(ready).await.map_err(|_| Stop::WriterGone)?;
-        info!("ready");
-        let mut sessions = Sessions::new(&self.config, outbound);
+        info!(flow_window = ?self.config.flow_window, "ready");
+        let flow = self.config.flow_window.map(FlowControl::new);
+        let credit_stop = CancellationToken::new();
+        let credit_task = flow.as_ref().map(|flow| {
+            tokio::spawn(return_credit(
+                Arc::clone(flow),
+                outbound.clone(),
+                credit_stop.clone(),
+            ))
+        });
+        let mut sessions = Sessions::new(&self.config, outbound, flow);
         let mut frames = FramedRead::new(reader, FrameCodec::new());
         let end = loop {
             tokio::select! {
@@ -225,6 +246,10 @@ impl Agent {
             }
         };
         sessions.end_all().await;
+        credit_stop.cancel();
+        if let Some(task) = credit_task {
+            let _ = task.await;
+        }
         end
     }
 }
@@ -256,6 +281,8 @@ struct Entry {
 #[derive(Debug)]
 struct Sessions {
     outbound: Outbound,
+    /// Credit with the relay, when flow control is on.
+    flow: Option<Arc<FlowControl>>,
     cancel: CancellationToken,
     map: HashMap<u32, Entry>,
     tasks: JoinSet<u32>,
@@ -266,13 +293,22 @@ struct Sessions {
 }
 
 impl Sessions {
-    fn new(config: &AgentConfig, outbound: Outbound) -> Sessions {
+    fn new(config: &AgentConfig, outbound: Outbound, flow: Option<Arc<FlowControl>>) -> Sessions {
+        // With credit, a session's queue must hold what the relay may have in
+        // flight (a window plus one maximal frame) so the reader never waits.
+        let input_queue_bytes = match &flow {
+            Some(flow) => config
+                .input_queue_bytes
+                .max(flow.window() as usize + relay_codec::MAX_FRAME_SIZE + INPUT_SLACK),
+            None => config.input_queue_bytes,
+        };
         Sessions {
             outbound,
+            flow,
             cancel: CancellationToken::new(),
             map: HashMap::new(),
             tasks: JoinSet::new(),
-            input_queue_bytes: config.input_queue_bytes,
+            input_queue_bytes,
             output_chunk: config.output_chunk,
             fs_chunk: config.fs_chunk,
             max_sessions: config.max_sessions,
@@ -291,9 +327,18 @@ impl Sessions {
             Ok(message) => message,
             Err(err) => {
                 self.malformed(id, flags, &frame, &err).await;
+                self.credit(id, frame.wire_len());
                 return None;
             }
         };
+        if let Message::FlowCredit(credit) = message {
+            match self.map.get(&id).and_then(|entry| entry.state.flow()) {
+                Some(flow) => flow.grant(credit.bytes),
+                None => debug!(id, "credit for no open session; ignored"),
+            }
+            return None;
+        }
+        let len = frame.wire_len();
         match message {
             Message::Shutdown => {
                 info!(id, "shutdown requested");
@@ -301,8 +346,12 @@ impl Sessions {
             }
             Message::ExecRequest(req) => self.start_exec(id, req).await,
             Message::FsRequest(req) => self.start_fs(id, req).await,
-            Message::ExecStdin(data) => self.input(id, data.data, true, writer_failed).await,
-            Message::FsData(data) => self.input(id, data.data, false, writer_failed).await,
+            Message::ExecStdin(data) => {
+                return self.input(id, data.data, len, true, writer_failed).await;
+            }
+            Message::FsData(data) => {
+                return self.input(id, data.data, len, false, writer_failed).await;
+            }
             Message::ExecResize(size) => match self.map.get(&id).map(|entry| &entry.input) {
                 Some(Input::Exec { pty: Some(pty), .. }) => pty.resize(size.rows, size.cols),
                 _ => debug!(id, "resize for no tty session; ignored"),
@@ -317,7 +366,24 @@ impl Sessions {
                 }
             }
         }
+        self.credit(id, len);
         None
+    }
+
+    /// A frame of `len` bytes on session `id` was dealt with: its credit
+    /// goes back to the relay.
+    fn credit(&self, id: u32, len: usize) {
+        if let Some(flow) = self.open_flow(id) {
+            drop(flow.ticket(len));
+        }
+    }
+
+    /// The credit state of an open session, when flow control is on.
+    fn open_flow(&self, id: u32) -> Option<&Arc<crate::flow::SessionFlow>> {
+        self.map
+            .get(&id)
+            .filter(|entry| !entry.state.is_closed())
+            .and_then(|entry| entry.state.flow())
     }
 
     /// A frame whose body does not decode: answered if it opens a session.
@@ -358,7 +424,8 @@ impl Sessions {
             warn!(id, "a session with this id is still open; request ignored");
             return None;
         }
-        let state = Arc::new(SessionState::default());
+        let flow = self.flow.as_ref().map(|flow| flow.session(id));
+        let state = Arc::new(SessionState::new(flow));
         let out = Outbox::new(
             id,
             self.outbound.clone(),
@@ -470,25 +537,49 @@ impl Sessions {
         );
     }
 
-    /// Queues stdin (`stdin`) or upload data for a session, waiting while
-    /// its queue is full (generation 1).
-    async fn input(&self, id: u32, data: Vec<u8>, stdin: bool, writer_failed: &CancellationToken) {
+    /// Queues stdin (`stdin`) or upload data for a session. Without flow
+    /// control it waits while the session's queue is full (generation 1);
+    /// with it, the relay's credit keeps the queue from filling, so it never
+    /// waits. Returns `None` (the agent goes on).
+    async fn input(
+        &self,
+        id: u32,
+        data: Vec<u8>,
+        len: usize,
+        stdin: bool,
+        writer_failed: &CancellationToken,
+    ) -> Option<ServeEnd> {
         let queue = match (self.map.get(&id).map(|entry| &entry.input), stdin) {
             (Some(Input::Exec { stdin, .. }), true) => stdin,
             (Some(Input::Fs { upload }), false) => upload,
             _ => {
                 debug!(id, stdin, "input for no matching session; discarded");
-                return;
+                return None;
             }
         };
-        tokio::select! {
-            pushed = queue.push(Bytes::from(data)) => {
-                if pushed.is_err() {
-                    debug!(id, "input after the session stopped reading; discarded");
+        let data = Bytes::from(data);
+        let Some(flow) = self.open_flow(id) else {
+            tokio::select! {
+                pushed = queue.push(data, None) => {
+                    if pushed.is_err() {
+                        debug!(id, "input after the session stopped reading; discarded");
+                    }
                 }
+                () = writer_failed.cancelled() => {}
             }
-            () = writer_failed.cancelled() => {}
+            return None;
+        };
+        match queue.try_push(data, Some(flow.ticket(len))) {
+            Ok(()) => {}
+            Err(Rejected::Closed) => {
+                debug!(id, "input after the session stopped reading; discarded")
+            }
+            Err(Rejected::Full) => warn!(
+                id,
+                "input beyond the credit the relay had (a flood of small frames); discarded"
+            ),
         }
+        None
     }
 
     async fn signal(&self, id: u32, signal: i32, writer_failed: &CancellationToken) {

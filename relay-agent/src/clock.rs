@@ -1,6 +1,6 @@
 //! Times since the guest booted, for the fields of `core.ready`.
 
-use relay_codec::payload::Ready;
+use relay_codec::payload::{FlowWindow, Ready};
 use rustix::time::{ClockId, clock_gettime};
 
 /// When the agent's process started and when it finished initialising, in
@@ -31,13 +31,15 @@ impl BootTimes {
         }
     }
 
-    /// The ready payload, with `ready_time_ns` read now.
-    pub(crate) fn ready_now(&self) -> Ready {
+    /// The ready payload, with `ready_time_ns` read now and the flow-control
+    /// offer, if any.
+    pub(crate) fn ready_now(&self, flow_window: Option<u32>) -> Ready {
         let now = boottime_ns().max(self.init_time_ns);
         Ready {
             boot_time_ns: self.boot_time_ns,
             init_time_ns: self.init_time_ns,
             ready_time_ns: now,
+            flow: flow_window.map(|window| FlowWindow { window }),
         }
     }
 }
@@ -80,7 +82,7 @@ mod tests {
     #[test]
     fn captured_times_do_not_decrease() {
         let times = BootTimes::capture();
-        let ready = times.ready_now();
+        let ready = times.ready_now(None);
         assert!(ready.boot_time_ns <= ready.init_time_ns);
         assert!(ready.init_time_ns <= ready.ready_time_ns);
         assert!(ready.boot_time_ns > 0);

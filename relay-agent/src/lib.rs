@@ -95,6 +95,7 @@ mod agent;
 mod clock;
 mod error;
 mod exec;
+mod flow;
 mod fs;
 mod outbound;
 mod pty;

@@ -11,6 +11,8 @@ use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::flow::SessionFlow;
+
 /// Buffer of the console writer: small frames are gathered into one write,
 /// larger ones go straight through.
 const WRITE_BUFFER: usize = 64 * 1024;
@@ -98,9 +100,23 @@ where
 #[derive(Debug, Default)]
 pub(crate) struct SessionState {
     closed: AtomicBool,
+    /// Credit with the relay, when flow control is on.
+    flow: Option<Arc<SessionFlow>>,
 }
 
 impl SessionState {
+    pub(crate) fn new(flow: Option<Arc<SessionFlow>>) -> SessionState {
+        SessionState {
+            closed: AtomicBool::new(false),
+            flow,
+        }
+    }
+
+    /// The session's credit, when flow control is on.
+    pub(crate) fn flow(&self) -> Option<&Arc<SessionFlow>> {
+        self.flow.as_ref()
+    }
+
     /// Whether the session's terminal frame has been queued: its id may be
     /// reused by the client from then on.
     pub(crate) fn is_closed(&self) -> bool {
@@ -109,6 +125,9 @@ impl SessionState {
 
     fn close(&self) {
         self.closed.store(true, Ordering::Release);
+        if let Some(flow) = &self.flow {
+            flow.close();
+        }
     }
 }
 
@@ -125,10 +144,9 @@ pub(crate) enum SendError {
 
 /// A session's way out: every frame it sends carries its id.
 ///
-/// This is where per-session credit (issue 10) plugs in: [`Outbox::data`]
-/// will take `frame.wire_len()` bytes of the session's credit before
-/// queueing, so a session whose client is behind stops reading its pipe
-/// while the others go on.
+/// With flow control on, every frame but the terminal one first takes its
+/// size from the session's credit, so a session whose client is behind
+/// stops reading its pipe while the others go on.
 #[derive(Debug)]
 pub(crate) struct Outbox {
     id: u32,
@@ -179,10 +197,21 @@ impl Outbox {
             return Err(SendError::Cancelled);
         }
         self.state.close();
-        self.send(frame).await
+        self.queue(frame).await
     }
 
     async fn send(&self, frame: Frame) -> Result<(), SendError> {
+        if let Some(flow) = self.state.flow() {
+            tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => return Err(SendError::Cancelled),
+                () = flow.acquire(frame.wire_len()) => {}
+            }
+        }
+        self.queue(frame).await
+    }
+
+    async fn queue(&self, frame: Frame) -> Result<(), SendError> {
         tokio::select! {
             biased;
             () = self.cancel.cancelled() => Err(SendError::Cancelled),

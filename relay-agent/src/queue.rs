@@ -6,6 +6,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
+use crate::flow::CreditTicket;
+
 /// Most chunks queued at once, whatever their size (the byte bound is the
 /// real one).
 const MAX_QUEUED_CHUNKS: usize = 1024;
@@ -30,10 +32,10 @@ pub(crate) fn input_queue(capacity: usize) -> (InputSender, InputReceiver) {
 ///
 /// In generation 1, [`InputSender::push`] waits while the queue is full: the
 /// legacy behaviour, where the console reader stalls behind one session.
-/// With per-session credit (issue 10) the relay never has more than the
-/// window in flight for a session, so a queue of at least the window never
-/// makes `push` wait; credit goes back to the relay as chunks are delivered
-/// (when an [`InputChunk`] is dropped).
+/// With per-session credit the relay never has much more than the window in
+/// flight for a session, so the reader uses [`InputSender::try_push`] on a
+/// queue of at least that size and never waits; credit goes back to the
+/// relay as chunks are delivered (when an [`InputChunk`] is dropped).
 #[derive(Debug)]
 pub(crate) struct InputSender {
     tx: mpsc::Sender<InputChunk>,
@@ -48,30 +50,73 @@ pub(crate) struct QueueClosed;
 
 impl InputSender {
     /// Queues `data`, waiting for room. An empty chunk is queued too: it is
-    /// the end-of-input marker.
-    pub(crate) async fn push(&self, data: Bytes) -> Result<(), QueueClosed> {
-        let cost = u32::try_from(data.len())
-            .unwrap_or(u32::MAX)
-            .min(self.capacity);
+    /// the end-of-input marker. `credit` is returned when the chunk is
+    /// delivered.
+    pub(crate) async fn push(
+        &self,
+        data: Bytes,
+        credit: Option<CreditTicket>,
+    ) -> Result<(), QueueClosed> {
         let permit = Arc::clone(&self.budget)
-            .acquire_many_owned(cost)
+            .acquire_many_owned(self.cost(&data))
             .await
             .map_err(|_| QueueClosed)?;
         self.tx
             .send(InputChunk {
                 data,
                 _budget: permit,
+                _credit: credit,
             })
             .await
             .map_err(|_| QueueClosed)
     }
+
+    /// Queues `data` if there is room now; never waits.
+    pub(crate) fn try_push(
+        &self,
+        data: Bytes,
+        credit: Option<CreditTicket>,
+    ) -> Result<(), Rejected> {
+        let permit = match Arc::clone(&self.budget).try_acquire_many_owned(self.cost(&data)) {
+            Ok(permit) => permit,
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(Rejected::Closed),
+            Err(tokio::sync::TryAcquireError::NoPermits) => return Err(Rejected::Full),
+        };
+        self.tx
+            .try_send(InputChunk {
+                data,
+                _budget: permit,
+                _credit: credit,
+            })
+            .map_err(|err| match err {
+                mpsc::error::TrySendError::Full(_) => Rejected::Full,
+                mpsc::error::TrySendError::Closed(_) => Rejected::Closed,
+            })
+    }
+
+    fn cost(&self, data: &Bytes) -> u32 {
+        u32::try_from(data.len())
+            .unwrap_or(u32::MAX)
+            .min(self.capacity)
+    }
 }
 
-/// One queued chunk; its bytes count against the queue until it is dropped.
+/// Why [`InputSender::try_push`] did not queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rejected {
+    /// Nothing will read the queue any more.
+    Closed,
+    /// No room now.
+    Full,
+}
+
+/// One queued chunk; its bytes count against the queue until it is dropped,
+/// and its credit goes back to the relay then.
 #[derive(Debug)]
 pub(crate) struct InputChunk {
     data: Bytes,
     _budget: OwnedSemaphorePermit,
+    _credit: Option<CreditTicket>,
 }
 
 impl InputChunk {
@@ -122,8 +167,8 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_makes_push_wait_until_a_chunk_is_delivered() {
         let (tx, mut rx) = input_queue(4);
-        tx.push(Bytes::from_static(b"abcd")).await.unwrap();
-        let mut second = Box::pin(tx.push(Bytes::from_static(b"e")));
+        tx.push(Bytes::from_static(b"abcd"), None).await.unwrap();
+        let mut second = Box::pin(tx.push(Bytes::from_static(b"e"), None));
         assert!(second.as_mut().now_or_never().is_none());
         let first = rx.recv().await.unwrap();
         assert_eq!(first.data(), b"abcd");
@@ -136,15 +181,15 @@ mod tests {
     #[tokio::test]
     async fn a_chunk_larger_than_the_queue_takes_all_of_it() {
         let (tx, mut rx) = input_queue(4);
-        tx.push(Bytes::from(vec![1; 100])).await.unwrap();
+        tx.push(Bytes::from(vec![1; 100]), None).await.unwrap();
         assert_eq!(rx.recv().await.unwrap().data().len(), 100);
     }
 
     #[tokio::test]
     async fn dropping_the_receiver_wakes_a_waiting_push() {
         let (tx, rx) = input_queue(1);
-        tx.push(Bytes::from_static(b"x")).await.unwrap();
-        let waiting = tokio::spawn(async move { tx.push(Bytes::from_static(b"y")).await });
+        tx.push(Bytes::from_static(b"x"), None).await.unwrap();
+        let waiting = tokio::spawn(async move { tx.push(Bytes::from_static(b"y"), None).await });
         tokio::task::yield_now().await;
         drop(rx);
         assert_eq!(waiting.await.unwrap(), Err(QueueClosed));

@@ -223,6 +223,7 @@ async fn a_frame_with_a_short_length_ends_serve_with_an_error() {
 async fn requests_beyond_the_session_limit_are_refused_and_later_ones_run() {
     let host = Host::start_with(AgentConfig {
         max_sessions: 1,
+        flow_window: None,
         ..AgentConfig::default()
     })
     .await;
@@ -257,6 +258,7 @@ async fn requests_beyond_the_session_limit_are_refused_and_later_ones_run() {
 async fn stdin_after_the_process_stopped_reading_is_discarded_without_stalling_the_agent() {
     let host = Host::start_with(AgentConfig {
         input_queue_bytes: 16,
+        flow_window: None,
         ..AgentConfig::default()
     })
     .await;

@@ -217,6 +217,7 @@ pub(crate) fn ready_frame() -> Frame {
         boot_time_ns: 1,
         init_time_ns: 2,
         ready_time_ns: 3,
+        flow: None,
     })
     .to_frame(0)
     .unwrap_or_else(|_| unreachable!("a ready message always encodes"))

@@ -52,7 +52,18 @@ enum Command {
     /// Run the built-in reference agent over this process's stdin and stdout
     /// (what `serve --console local` starts).
     #[command(hide = true)]
-    Agent,
+    Agent(AgentArgs),
+}
+
+/// Arguments of the built-in agent.
+#[derive(Debug, Clone, clap::Args)]
+struct AgentArgs {
+    /// Bytes of per-session credit to offer the relay.
+    #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
+    flow_window: u32,
+    /// Offer no flow control (plain generation 1).
+    #[arg(long)]
+    no_flow: bool,
 }
 
 /// Where the relay listens.
@@ -75,7 +86,7 @@ impl SocketArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
-        Command::Serve(_) | Command::Agent => "info",
+        Command::Serve(_) | Command::Agent(_) => "info",
         _ => "warn",
     };
     tracing_subscriber::fmt()
@@ -99,7 +110,7 @@ fn main() -> ExitCode {
             Command::Fs(args) => fs::run(args).await,
             Command::Stats(args) => stats::run(args).await,
             Command::Shutdown(args) => shutdown(args).await,
-            Command::Agent => agent().await,
+            Command::Agent(args) => agent(args).await,
         }
     });
     // A read of our stdin may still be parked on a blocking thread (exec
@@ -126,8 +137,11 @@ async fn shutdown(args: SocketArgs) -> u8 {
     }
 }
 
-async fn agent() -> u8 {
-    let agent = relay_agent::Agent::new(relay_agent::AgentConfig::default());
+async fn agent(args: AgentArgs) -> u8 {
+    let agent = relay_agent::Agent::new(relay_agent::AgentConfig {
+        flow_window: (!args.no_flow).then_some(args.flow_window),
+        ..relay_agent::AgentConfig::default()
+    });
     let console = match relay_agent::Transport::Stdio.open().await {
         Ok(console) => console,
         Err(error) => return fail(error),

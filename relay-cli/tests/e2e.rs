@@ -7,108 +7,15 @@
     reason = "test code: a panic is the failure report"
 )]
 
-use std::io::Write;
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use relay_client::{Client, ExecEvent, ExecRequest};
+use relay_client::{ExecEvent, ExecRequest};
 use sha2::{Digest, Sha256};
-
-const BIN: &str = env!("CARGO_BIN_EXE_agent-relay");
-/// A guard against hangs, never a performance threshold.
-const HANG_GUARD: Duration = Duration::from_secs(60);
-
-/// `agent-relay serve` in a private directory, stopped with SIGTERM on drop.
-struct Serve {
-    child: Child,
-    socket: PathBuf,
-    dir: tempfile::TempDir,
-}
-
-impl Serve {
-    fn start(extra: &[&str]) -> Serve {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("agent.sock");
-        let child = Command::new(BIN)
-            .arg("serve")
-            .arg("--socket")
-            .arg(&socket)
-            .args(extra)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let serve = Serve { child, socket, dir };
-        serve.wait_until_serving();
-        serve
-    }
-
-    /// Waits until a client gets its greeting (the guest is ready).
-    fn wait_until_serving(&self) {
-        let start = Instant::now();
-        loop {
-            if let Ok(mut stream) = std::os::unix::net::UnixStream::connect(&self.socket) {
-                use std::io::Read;
-                let mut prefix = [0u8; 8];
-                if stream.read_exact(&mut prefix).is_ok() {
-                    return;
-                }
-            }
-            assert!(start.elapsed() < HANG_GUARD, "serve never greeted a client");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn cli(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(BIN);
-        cmd.args(args).env("AGENT_RELAY_SOCKET", &self.socket);
-        cmd
-    }
-
-    fn run(&self, args: &[&str], stdin: &[u8]) -> Output {
-        let mut child = self
-            .cli(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut input = child.stdin.take().unwrap();
-        let stdin = stdin.to_vec();
-        let feeder = std::thread::spawn(move || {
-            let _ = input.write_all(&stdin);
-        });
-        let output = child.wait_with_output().unwrap();
-        feeder.join().unwrap();
-        output
-    }
-
-    async fn client(&self) -> Client {
-        Client::connect(&self.socket).await.unwrap()
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn stop(&mut self) -> std::process::ExitStatus {
-        let pid = rustix::process::Pid::from_child(&self.child);
-        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-        self.child.wait().unwrap()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            self.stop();
-        }
-    }
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
+use support::{BIN, HANG_GUARD, Serve, stdout};
 
 #[test]
 fn exec_prints_a_commands_output_and_exits_zero() {

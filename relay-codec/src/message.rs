@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use crate::error::{FrameError, MessageError};
 use crate::frame::Frame;
 use crate::payload::{
-    Data, ExecExited, ExecRequest, ExecResize, ExecSignal, ExecStarted, FsRequest, FsResponse,
-    Ready,
+    Data, ExecExited, ExecRequest, ExecResize, ExecSignal, ExecStarted, FlowCredit, FsRequest,
+    FsResponse, Ready,
 };
 use crate::wire::{Flags, LEN_PREFIX_SIZE, MAX_BODY_SIZE, PROTOCOL_VERSION, WIRE_HEADER_SIZE};
 
@@ -49,6 +49,9 @@ pub enum MessageType {
     FsData,
     /// `core.fs.response`, agent to client.
     FsResponse,
+    /// `core.flow.credit`, between relay and agent only (an extension,
+    /// negotiated in `core.ready`; see [`FlowWindow`](crate::payload::FlowWindow)).
+    FlowCredit,
 }
 
 impl MessageType {
@@ -69,6 +72,9 @@ impl MessageType {
         MessageType::FsResponse,
     ];
 
+    /// Types this project adds to generation 1, used only when negotiated.
+    pub const EXTENSIONS: [MessageType; 1] = [MessageType::FlowCredit];
+
     /// The name carried in `"t"`.
     pub const fn wire_name(self) -> &'static str {
         match self {
@@ -85,12 +91,16 @@ impl MessageType {
             MessageType::FsRequest => "core.fs.request",
             MessageType::FsData => "core.fs.data",
             MessageType::FsResponse => "core.fs.response",
+            MessageType::FlowCredit => "core.flow.credit",
         }
     }
 
     /// The type with this wire name, if it is one of generation 1.
     pub fn from_wire_name(name: &str) -> Option<MessageType> {
-        MessageType::ALL.into_iter().find(|t| t.wire_name() == name)
+        MessageType::ALL
+            .into_iter()
+            .chain(MessageType::EXTENSIONS)
+            .find(|t| t.wire_name() == name)
     }
 
     /// The flags a sender sets on this type.
@@ -99,6 +109,7 @@ impl MessageType {
             MessageType::ExecExited | MessageType::FsResponse => Flags::TERMINAL,
             MessageType::ExecRequest | MessageType::FsRequest => Flags::SESSION_START,
             MessageType::Shutdown => Flags::SHUTDOWN,
+            MessageType::FlowCredit => Flags::FLOW_CONTROL,
             _ => Flags::NONE,
         }
     }
@@ -187,6 +198,8 @@ pub enum Message {
     FsData(Data),
     /// `core.fs.response`.
     FsResponse(FsResponse),
+    /// `core.flow.credit` (extension).
+    FlowCredit(FlowCredit),
 }
 
 impl Message {
@@ -206,6 +219,7 @@ impl Message {
             Message::FsRequest(_) => MessageType::FsRequest,
             Message::FsData(_) => MessageType::FsData,
             Message::FsResponse(_) => MessageType::FsResponse,
+            Message::FlowCredit(_) => MessageType::FlowCredit,
         }
     }
 
@@ -231,6 +245,7 @@ impl Message {
             Message::ExecSignal(p) => to_cbor(t, p)?,
             Message::FsRequest(p) => to_cbor(t, p)?,
             Message::FsResponse(p) => to_cbor(t, p)?,
+            Message::FlowCredit(p) => to_cbor(t, p)?,
         };
         raw_frame(t.wire_name(), id, flags, PayloadParts::Whole(&payload))
     }
@@ -265,6 +280,7 @@ impl Message {
             MessageType::FsRequest => Message::FsRequest(from_cbor(t, p)?),
             MessageType::FsData => Message::FsData(from_cbor(t, p)?),
             MessageType::FsResponse => Message::FsResponse(from_cbor(t, p)?),
+            MessageType::FlowCredit => Message::FlowCredit(from_cbor(t, p)?),
         })
     }
 }
@@ -506,6 +522,19 @@ mod tests {
             assert_eq!(MessageType::from_wire_name(t.wire_name()), Some(t));
         }
         assert_eq!(MessageType::from_wire_name("core.unknown"), None);
+    }
+
+    #[test]
+    fn flow_credit_is_an_extension_with_its_own_flag() {
+        assert!(!MessageType::ALL.contains(&MessageType::FlowCredit));
+        assert_eq!(
+            MessageType::from_wire_name("core.flow.credit"),
+            Some(MessageType::FlowCredit)
+        );
+        let message = Message::FlowCredit(crate::payload::FlowCredit { bytes: 65_536 });
+        let frame = message.to_frame(9).unwrap();
+        assert_eq!(frame.flags(), Flags::FLOW_CONTROL);
+        assert_eq!(Message::from_frame(&frame).unwrap(), message);
     }
 
     #[test]

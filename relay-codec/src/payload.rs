@@ -14,6 +14,26 @@ pub struct Ready {
     pub init_time_ns: u64,
     /// When the agent was ready to serve.
     pub ready_time_ns: u64,
+    /// The agent offers per-session credit flow control (an extension: it is
+    /// left out of the encoding when absent, so the payload stays
+    /// byte-identical to generation 1, and older decoders skip it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<FlowWindow>,
+}
+
+/// The flow-control offer in `core.ready`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowWindow {
+    /// Bytes of credit per session and direction.
+    pub window: u32,
+}
+
+/// `core.flow.credit`: lets the peer send `bytes` more bytes of frames on
+/// the session of the frame's id (relay and agent only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowCredit {
+    /// Bytes of frames granted.
+    pub bytes: u32,
 }
 
 /// `core.exec.request`: run a command; opens a session on the frame's id.

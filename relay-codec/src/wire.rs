@@ -49,8 +49,11 @@ impl Flags {
     pub const SESSION_START: Flags = Flags(0x02);
     /// Asks the sandbox to stop (`core.shutdown`).
     pub const SHUTDOWN: Flags = Flags(0x04);
+    /// A flow-control frame between relay and agent (`core.flow.credit`),
+    /// an extension negotiated in `core.ready`: clients never see one.
+    pub const FLOW_CONTROL: Flags = Flags(0x08);
 
-    const KNOWN: u8 = 0x07;
+    const KNOWN: u8 = 0x0f;
 
     /// Wraps a raw flags byte, unknown bits included.
     pub const fn from_bits(bits: u8) -> Flags {
@@ -67,7 +70,7 @@ impl Flags {
         self.0 & other.0 == other.0
     }
 
-    /// Bits outside the three defined flags.
+    /// Bits outside the defined flags.
     pub const fn reserved_bits(self) -> u8 {
         self.0 & !Self::KNOWN
     }
@@ -93,6 +96,7 @@ impl fmt::Debug for Flags {
             (Flags::TERMINAL, "TERMINAL"),
             (Flags::SESSION_START, "SESSION_START"),
             (Flags::SHUTDOWN, "SHUTDOWN"),
+            (Flags::FLOW_CONTROL, "FLOW_CONTROL"),
         ] {
             if self.contains(flag) {
                 names.push(name);

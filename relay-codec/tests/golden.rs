@@ -32,6 +32,7 @@ fn goldens() -> Vec<Golden> {
                 boot_time_ns: 123_456_789,
                 init_time_ns: 5_000,
                 ready_time_ns: 5_000_000_000,
+                flow: None,
             }),
             hex: "00000054 00000000 00 \
                   a3 6176 01 6174 6a636f72652e7265616479 6170 583a \

@@ -148,6 +148,7 @@ fn ready_frame((boot_time_ns, init_time_ns, ready_time_ns): (u64, u64, u64)) -> 
         boot_time_ns,
         init_time_ns,
         ready_time_ns,
+        flow: None,
     })
     .to_frame(0)
     .expect("a ready message fits one frame")

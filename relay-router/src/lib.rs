@@ -547,6 +547,24 @@ impl Router {
         self.counters
     }
 
+    /// The connected client whose slot holds `id`, if any (a query: nothing
+    /// is counted or changed).
+    pub fn owner(&self, id: u32) -> Option<ClientId> {
+        if id == 0 {
+            return None;
+        }
+        let slot = self.config.layout.slot_of(id)?;
+        match self.slots.get(slot as usize)?.state {
+            SlotState::Occupied(client) => Some(client),
+            _ => None,
+        }
+    }
+
+    /// The ids routed to a slot (all of them, not only the client's usable ones).
+    pub fn slot_range(&self, slot: u32) -> Option<IdRange> {
+        self.slots.get(slot as usize).map(|s| s.range)
+    }
+
     /// Whether `client` is connected now.
     pub fn is_connected(&self, client: ClientId) -> bool {
         self.owned_slot(client).is_some()

@@ -372,3 +372,15 @@ fn frames_from_a_client_that_has_gone_are_stale() {
     let b = router.connect(t0()).unwrap();
     assert_eq!(b.client.slot(), 1, "slot 0 rests while others are free");
 }
+
+#[test]
+fn owner_names_the_client_of_an_id_without_counting_anything() {
+    let mut router = legacy();
+    let a = router.connect(t0()).unwrap();
+    let before = router.counters();
+    assert_eq!(router.owner(a.ids.first() + 3), Some(a.client));
+    assert_eq!(router.owner(5 * LEGACY_STEP + 1), None);
+    assert_eq!(router.owner(0), None);
+    assert_eq!(router.counters(), before);
+    assert_eq!(router.slot_range(0).unwrap().first(), 0);
+}

@@ -45,8 +45,11 @@
 //! ```
 #![deny(unsafe_code)]
 
+mod agent;
+mod client;
 mod config;
 mod error;
+mod flow;
 mod outbox;
 mod relay;
 mod socket;
@@ -57,4 +60,4 @@ pub use error::{ClientFault, FrameErrorKind, RelayError};
 pub use relay::{
     Relay, RelayExit, RelayHandle, RingProbe, ShutdownHandle, StatsHandle, default_socket_path,
 };
-pub use stats::{DropCounts, RingOccupancy, StatsSnapshot};
+pub use stats::{DropCounts, FlowStats, RingOccupancy, StatsSnapshot};

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
+use relay_codec::FrameHeader;
 use tokio::sync::Notify;
 
 /// How a closed outbox ends.
@@ -38,9 +39,20 @@ pub(crate) enum Take {
     Done,
 }
 
+/// One queued item: bytes for the socket, and the frame header to credit
+/// back to the agent once they leave (with flow control on).
+#[derive(Debug)]
+struct Item {
+    bytes: Bytes,
+    credit: Option<FrameHeader>,
+}
+
+/// Frames that left an outbox without being written, to credit back.
+pub(crate) type Released = Vec<(FrameHeader, usize)>;
+
 #[derive(Debug, Default)]
 struct State {
-    queue: VecDeque<Bytes>,
+    queue: VecDeque<Item>,
     queued: usize,
     in_flight: usize,
     close: Option<Close>,
@@ -73,7 +85,13 @@ impl Outbox {
     }
 
     /// Queues `bytes` unless that would exceed the budget. Never waits.
-    pub(crate) fn push(&self, bytes: Bytes, total: &AtomicUsize) -> Push {
+    /// `credit` is the header to credit back once the bytes leave.
+    pub(crate) fn push(
+        &self,
+        bytes: Bytes,
+        credit: Option<FrameHeader>,
+        total: &AtomicUsize,
+    ) -> Push {
         let len = bytes.len();
         let mut state = self.state();
         if state.close.is_some() {
@@ -83,7 +101,7 @@ impl Outbox {
             return Push::OverBudget;
         }
         let was_empty = state.queue.is_empty();
-        state.queue.push_back(bytes);
+        state.queue.push_back(Item { bytes, credit });
         state.queued += len;
         total.fetch_add(len, Ordering::Relaxed);
         drop(state);
@@ -95,8 +113,9 @@ impl Outbox {
         Push::Queued
     }
 
-    /// Moves up to `max` queued items into `batch` for writing.
-    pub(crate) fn take(&self, max: usize, batch: &mut Vec<Bytes>) -> Take {
+    /// Moves up to `max` queued items into `batch` for writing, and the
+    /// headers to credit once they are written into `credits`.
+    pub(crate) fn take(&self, max: usize, batch: &mut Vec<Bytes>, credits: &mut Released) -> Take {
         let mut state = self.state();
         if state.close == Some(Close::Abort) {
             return Take::Done;
@@ -111,8 +130,11 @@ impl Outbox {
         }
         let mut bytes = 0;
         for item in state.queue.drain(..n) {
-            bytes += item.len();
-            batch.push(item);
+            bytes += item.bytes.len();
+            if let Some(header) = item.credit {
+                credits.push((header, item.bytes.len()));
+            }
+            batch.push(item.bytes);
         }
         state.queued -= bytes;
         state.in_flight += bytes;
@@ -126,23 +148,27 @@ impl Outbox {
         total.fetch_sub(bytes, Ordering::Relaxed);
     }
 
-    /// Closes the outbox. With [`Close::Abort`] the queue is dropped and the
-    /// number of frames dropped is returned.
-    pub(crate) fn close(&self, mode: Close, total: &AtomicUsize) -> usize {
+    /// Closes the outbox. With [`Close::Abort`] the queue is dropped; the
+    /// number of frames dropped is returned, and the headers to credit.
+    pub(crate) fn close(&self, mode: Close, total: &AtomicUsize) -> (usize, Released) {
         let mut state = self.state();
         let dropped = match (state.close, mode) {
-            (Some(Close::Abort), _) => 0,
+            (Some(Close::Abort), _) => (0, Vec::new()),
             (_, Close::Abort) => {
-                let dropped = state.queue.len();
-                state.queue.clear();
+                let count = state.queue.len();
+                let released = state
+                    .queue
+                    .drain(..)
+                    .filter_map(|item| item.credit.map(|h| (h, item.bytes.len())))
+                    .collect();
                 total.fetch_sub(state.queued, Ordering::Relaxed);
                 state.queued = 0;
                 state.close = Some(Close::Abort);
-                dropped
+                (count, released)
             }
             (_, Close::Flush) => {
                 state.close = Some(Close::Flush);
-                0
+                (0, Vec::new())
             }
         };
         drop(state);
@@ -174,25 +200,26 @@ mod tests {
     fn push_counts_bytes_here_and_in_the_total_until_written() {
         let total = AtomicUsize::new(0);
         let outbox = Outbox::new(100);
-        assert_eq!(outbox.push(item(30), &total), Push::Queued);
-        assert_eq!(outbox.push(item(20), &total), Push::Queued);
+        assert_eq!(outbox.push(item(30), None, &total), Push::Queued);
+        assert_eq!(outbox.push(item(20), None, &total), Push::Queued);
         let mut batch = Vec::new();
-        assert_eq!(outbox.take(8, &mut batch), Take::Batch(50));
+        let mut credits = Vec::new();
+        assert_eq!(outbox.take(8, &mut batch, &mut credits), Take::Batch(50));
         assert_eq!(outbox.pending_bytes(), 50, "in-flight bytes still count");
         assert_eq!(total.load(Ordering::Relaxed), 50);
         outbox.written(50, &total);
         assert_eq!(outbox.pending_bytes(), 0);
         assert_eq!(total.load(Ordering::Relaxed), 0);
-        assert_eq!(outbox.take(8, &mut batch), Take::Idle);
+        assert_eq!(outbox.take(8, &mut batch, &mut credits), Take::Idle);
     }
 
     #[test]
     fn a_push_past_the_budget_queues_nothing() {
         let total = AtomicUsize::new(0);
         let outbox = Outbox::new(100);
-        assert_eq!(outbox.push(item(60), &total), Push::Queued);
-        assert_eq!(outbox.push(item(41), &total), Push::OverBudget);
-        assert_eq!(outbox.push(item(40), &total), Push::Queued);
+        assert_eq!(outbox.push(item(60), None, &total), Push::Queued);
+        assert_eq!(outbox.push(item(41), None, &total), Push::OverBudget);
+        assert_eq!(outbox.push(item(40), None, &total), Push::Queued);
         assert_eq!(total.load(Ordering::Relaxed), 100);
     }
 
@@ -200,32 +227,53 @@ mod tests {
     fn abort_drops_the_queue_and_releases_its_bytes() {
         let total = AtomicUsize::new(0);
         let outbox = Outbox::new(100);
-        outbox.push(item(10), &total);
+        outbox.push(item(10), None, &total);
         let mut batch = Vec::new();
-        outbox.take(1, &mut batch);
-        outbox.push(item(20), &total);
-        outbox.push(item(30), &total);
-        assert_eq!(outbox.close(Close::Abort, &total), 2);
+        let mut credits = Vec::new();
+        outbox.take(1, &mut batch, &mut credits);
+        outbox.push(item(20), None, &total);
+        outbox.push(item(30), None, &total);
+        assert_eq!(outbox.close(Close::Abort, &total).0, 2);
         assert_eq!(
             total.load(Ordering::Relaxed),
             10,
             "the batch in flight is still counted"
         );
-        assert_eq!(outbox.push(item(1), &total), Push::Closed);
-        assert_eq!(outbox.take(8, &mut batch), Take::Done);
+        assert_eq!(outbox.push(item(1), None, &total), Push::Closed);
+        assert_eq!(outbox.take(8, &mut batch, &mut credits), Take::Done);
         outbox.written(10, &total);
         assert_eq!(total.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn credited_items_report_their_headers_when_taken_or_dropped() {
+        let total = AtomicUsize::new(0);
+        let outbox = Outbox::new(100);
+        let header = FrameHeader {
+            id: 7,
+            flags: relay_codec::Flags::NONE,
+        };
+        outbox.push(item(10), Some(header), &total);
+        outbox.push(item(5), None, &total);
+        outbox.push(item(20), Some(header), &total);
+        let mut batch = Vec::new();
+        let mut credits = Vec::new();
+        assert_eq!(outbox.take(2, &mut batch, &mut credits), Take::Batch(15));
+        assert_eq!(credits, vec![(header, 10)]);
+        let (dropped, released) = outbox.close(Close::Abort, &total);
+        assert_eq!((dropped, released), (1, vec![(header, 20)]));
     }
 
     #[test]
     fn flush_lets_the_writer_drain_before_it_is_done() {
         let total = AtomicUsize::new(0);
         let outbox = Outbox::new(100);
-        outbox.push(item(10), &total);
+        outbox.push(item(10), None, &total);
         outbox.close(Close::Flush, &total);
         let mut batch = Vec::new();
-        assert_eq!(outbox.take(8, &mut batch), Take::Batch(10));
+        let mut credits = Vec::new();
+        assert_eq!(outbox.take(8, &mut batch, &mut credits), Take::Batch(10));
         outbox.written(10, &total);
-        assert_eq!(outbox.take(8, &mut batch), Take::Done);
+        assert_eq!(outbox.take(8, &mut batch, &mut credits), Take::Done);
     }
 }

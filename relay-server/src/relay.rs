@@ -1,37 +1,29 @@
-//! The relay's tasks: the agent reader, the accept loop, and a reader and a
-//! writer per client, with the supervisor that starts and stops them.
+//! The running relay: its handle for the owner, the state its tasks
+//! share, and the supervisor that starts and stops them in order.
 
-use std::io::{self, IoSlice};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
-use relay_codec::{
-    CodecError, Envelope, Frame, FrameAssembler, FrameCodec, Message, MessageType,
-    payload::ExecSignal,
-};
-use relay_router::{AgentVerdict, ClientId, ClientVerdict, Router};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use relay_codec::Frame;
+use relay_router::{ClientId, Router};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::{JoinHandle, JoinSet};
-use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::agent::{run_agent_reader, run_credit_writer};
+use crate::client::{accept_loop, write_all_vectored};
 use crate::config::RelayConfig;
 use crate::error::{ClientFault, RelayError};
-use crate::outbox::{Close, Outbox, Push, Take};
+use crate::flow::Flow;
+use crate::outbox::{Close, Outbox, Released};
 use crate::socket::{self, SocketFile};
-use crate::stats::{Counters, RingOccupancy, StatsSnapshot};
-
-/// Bytes a client reader asks for per read, and the agent reader's staging size.
-const READ_CHUNK: usize = 64 * 1024;
-/// Most queued frames a client writer hands to one `writev`.
-const WRITE_BATCH: usize = 64;
+use crate::stats::{Counters, HubView, RingOccupancy, StatsSnapshot};
 
 /// Reports ring occupancy for the stats snapshot.
 pub type RingProbe = Box<dyn Fn() -> RingOccupancy + Send + Sync>;
@@ -118,7 +110,9 @@ impl Relay {
                 router,
                 clients: (0..slots).map(|_| None).collect(),
                 ready: None,
+                flow: None,
             }),
+            credit_due: Notify::new(),
             counters: Counters::default(),
             total_queued: AtomicUsize::new(0),
             agent_tx: tokio::sync::Mutex::new(Box::new(agent_writer)),
@@ -135,6 +129,7 @@ impl Relay {
         let agent = tokio::spawn(
             run_agent_reader(shared.clone(), Box::new(agent_reader)).instrument(span.clone()),
         );
+        tokio::spawn(run_credit_writer(shared.clone()).instrument(span.clone()));
         let control = control.map(|(listener, file)| {
             let task =
                 tokio::spawn(control_loop(shared.clone(), listener).instrument(span.clone()));
@@ -247,21 +242,25 @@ impl StatsHandle {
     }
 }
 
-struct Shared {
-    config: RelayConfig,
+/// What every task of a relay shares.
+pub(crate) struct Shared {
+    pub(crate) config: RelayConfig,
     hub: Mutex<Hub>,
-    counters: Counters,
-    total_queued: AtomicUsize,
+    pub(crate) counters: Counters,
+    /// Bytes queued toward all clients.
+    pub(crate) total_queued: AtomicUsize,
     /// Whoever holds this lock writes whole frames to the agent. Tokio's
     /// mutex is fair (FIFO), so clients take turns for ring space.
     agent_tx: tokio::sync::Mutex<AgentWriter>,
     /// Stop accepting and reading (graceful shutdown or a fatal error).
-    stop: CancellationToken,
+    pub(crate) stop: CancellationToken,
     /// Abandon writes in progress (the flush deadline passed).
     hard_stop: CancellationToken,
     failure: Mutex<Option<RelayError>>,
-    ready_tx: watch::Sender<bool>,
-    drain_tx: watch::Sender<u64>,
+    pub(crate) ready_tx: watch::Sender<bool>,
+    pub(crate) drain_tx: watch::Sender<u64>,
+    /// Credit frames are waiting in the hub's [`Flow`].
+    pub(crate) credit_due: Notify,
     own_uid: u32,
     ring: Option<RingProbe>,
 }
@@ -274,28 +273,34 @@ impl std::fmt::Debug for Shared {
     }
 }
 
-/// State that must change together: the router and the client table.
-struct Hub {
-    router: Router,
+/// State that must change together: the router, the client table and the
+/// flow credit of every session.
+pub(crate) struct Hub {
+    pub(crate) router: Router,
     /// Indexed by slot.
-    clients: Vec<Option<Attached>>,
+    pub(crate) clients: Vec<Option<Attached>>,
     /// The latest `core.ready` frame, exactly as the agent sent it.
-    ready: Option<Frame>,
+    pub(crate) ready: Option<Frame>,
+    /// Session credit, when the agent offered flow control.
+    pub(crate) flow: Option<Flow>,
 }
 
-struct Attached {
-    id: ClientId,
-    outbox: Arc<Outbox>,
+/// A connected client as the hub sees it.
+pub(crate) struct Attached {
+    pub(crate) id: ClientId,
+    pub(crate) outbox: Arc<Outbox>,
     /// Stops the client's reader.
-    stop_reading: CancellationToken,
+    pub(crate) stop_reading: CancellationToken,
     /// Abandons the client's writer's current write.
-    abort_writing: CancellationToken,
+    pub(crate) abort_writing: CancellationToken,
+    /// Woken when the agent returns credit to one of its sessions.
+    pub(crate) credit: Arc<Notify>,
     /// Set when the relay cut the client off.
-    fault: Option<ClientFault>,
+    pub(crate) fault: Option<ClientFault>,
 }
 
 impl Shared {
-    fn hub(&self) -> MutexGuard<'_, Hub> {
+    pub(crate) fn hub(&self) -> MutexGuard<'_, Hub> {
         // Hub updates are written to keep it consistent at every step, so a
         // panic elsewhere does not make it unusable.
         self.hub
@@ -304,22 +309,20 @@ impl Shared {
     }
 
     fn stats(&self) -> StatsSnapshot {
-        let (router, connected, quarantined, sessions) = {
+        let view = {
             let mut hub = self.hub();
             hub.router.tick(Instant::now());
-            (
-                hub.router.counters(),
-                hub.router.clients_connected(),
-                hub.router.slots_quarantined(),
-                hub.router.sessions_open(),
-            )
+            HubView {
+                router: hub.router.counters(),
+                connected: hub.router.clients_connected(),
+                quarantined: hub.router.slots_quarantined(),
+                sessions_open: hub.router.sessions_open(),
+                flow: hub.flow.as_ref().map(|f| (f.window(), f.sessions())),
+            }
         };
         StatsSnapshot::build(
             &self.counters,
-            router,
-            connected,
-            quarantined,
-            sessions,
+            view,
             self.total_queued.load(Ordering::Relaxed),
             self.ring.as_ref().map(|probe| probe()),
         )
@@ -344,7 +347,7 @@ impl Shared {
     }
 
     /// Writes whole frames to the agent, in order, as one turn.
-    async fn write_to_agent<T: AsRef<[u8]>>(&self, frames: &[T]) -> Result<(), ()> {
+    pub(crate) async fn write_to_agent<T: AsRef<[u8]>>(&self, frames: &[T]) -> Result<(), ()> {
         let write = async {
             let mut agent = self.agent_tx.lock().await;
             write_all_vectored(&mut **agent, frames).await?;
@@ -364,17 +367,20 @@ impl Shared {
     }
 
     /// Cuts a client off as a slow consumer. Never waits.
-    fn cut_off(&self, attached: &mut Attached, fault: ClientFault) {
-        if attached.fault.is_some() {
+    pub(crate) fn cut_off(&self, hub: &mut Hub, client: ClientId, fault: ClientFault) {
+        let Some(attached) = hub.clients[client.slot() as usize]
+            .as_mut()
+            .filter(|a| a.id == client && a.fault.is_none())
+        else {
             return;
-        }
+        };
         let counter = match fault {
             ClientFault::TotalBudget { .. } => &self.counters.slow_total_budget,
             ClientFault::Stalled { .. } => &self.counters.slow_stalled,
             _ => &self.counters.slow_over_budget,
         };
         Counters::inc(counter);
-        let dropped = attached.outbox.close(Close::Abort, &self.total_queued);
+        let (dropped, released) = attached.outbox.close(Close::Abort, &self.total_queued);
         Counters::add(&self.counters.dropped_slow_consumer, dropped as u64);
         tracing::warn!(
             slot = attached.id.slot(),
@@ -385,6 +391,46 @@ impl Shared {
         attached.fault = Some(fault);
         attached.stop_reading.cancel();
         attached.abort_writing.cancel();
+        self.release_credit(hub, &released);
+    }
+
+    /// Agent frames that left the relay (written or discarded): their
+    /// credit goes back to the agent.
+    pub(crate) fn release_credit(&self, hub: &mut Hub, released: &Released) {
+        let Some(flow) = hub.flow.as_mut() else {
+            return;
+        };
+        for &(header, len) in released {
+            flow.released(header, len);
+        }
+        self.wake_credit_task(hub);
+    }
+
+    /// Wakes the credit writer if credit frames are due.
+    pub(crate) fn wake_credit_task(&self, hub: &Hub) {
+        if hub.flow.as_ref().is_some_and(Flow::has_pending) {
+            self.credit_due.notify_one();
+        }
+    }
+
+    /// Whether a connecting peer's uid is allowed; counts and logs refusals.
+    pub(crate) fn peer_allowed(&self, stream: &UnixStream) -> bool {
+        match stream.peer_cred() {
+            Ok(cred) if self.config.allowed_peers.allows(cred.uid(), self.own_uid) => true,
+            Ok(cred) => {
+                Counters::inc(&self.counters.peers_refused);
+                tracing::warn!(
+                    uid = cred.uid(),
+                    "refusing a peer with a uid that is not allowed"
+                );
+                false
+            }
+            Err(error) => {
+                Counters::inc(&self.counters.peers_refused);
+                tracing::warn!(%error, "refusing a peer whose credentials cannot be read");
+                false
+            }
+        }
     }
 }
 
@@ -435,7 +481,7 @@ async fn supervise(
     {
         let hub = shared.hub();
         for attached in hub.clients.iter().flatten() {
-            attached.outbox.close(Close::Flush, &shared.total_queued);
+            let _ = attached.outbox.close(Close::Flush, &shared.total_queued);
         }
     }
     let deadline = shared.config.shutdown_flush_deadline;
@@ -451,7 +497,7 @@ async fn supervise(
         {
             let hub = shared.hub();
             for attached in hub.clients.iter().flatten() {
-                let dropped = attached.outbox.close(Close::Abort, &shared.total_queued);
+                let (dropped, _) = attached.outbox.close(Close::Abort, &shared.total_queued);
                 Counters::add(&shared.counters.dropped_client_gone, dropped as u64);
                 attached.abort_writing.cancel();
             }
@@ -479,53 +525,6 @@ async fn drain(clients: &mut JoinSet<()>) {
     while clients.join_next().await.is_some() {}
 }
 
-/// Accepts clients until the relay stops. Never returns otherwise.
-async fn accept_loop(
-    shared: &Arc<Shared>,
-    listener: &tokio::net::UnixListener,
-    clients: &mut JoinSet<()>,
-) {
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    // Out of descriptors or a connection reset before accept:
-                    // not fatal. Pause briefly so a persistent error cannot spin.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-            Some(_) = clients.join_next() => continue,
-        };
-        match stream.peer_cred() {
-            Ok(cred)
-                if shared
-                    .config
-                    .allowed_peers
-                    .allows(cred.uid(), shared.own_uid) => {}
-            Ok(cred) => {
-                Counters::inc(&shared.counters.peers_refused);
-                tracing::warn!(
-                    uid = cred.uid(),
-                    "refusing a peer with a uid that is not allowed"
-                );
-                continue;
-            }
-            Err(error) => {
-                Counters::inc(&shared.counters.peers_refused);
-                tracing::warn!(%error, "refusing a peer whose credentials cannot be read");
-                continue;
-            }
-        }
-        let Some((client, span)) = admit(shared) else {
-            continue;
-        };
-        clients.spawn(serve_client(shared.clone(), stream, client).instrument(span));
-    }
-}
-
 /// Answers each connection on the control socket with one JSON line of stats.
 async fn control_loop(shared: Arc<Shared>, listener: tokio::net::UnixListener) {
     loop {
@@ -533,14 +532,7 @@ async fn control_loop(shared: Arc<Shared>, listener: tokio::net::UnixListener) {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             continue;
         };
-        let allowed = stream.peer_cred().is_ok_and(|cred| {
-            shared
-                .config
-                .allowed_peers
-                .allows(cred.uid(), shared.own_uid)
-        });
-        if !allowed {
-            Counters::inc(&shared.counters.peers_refused);
+        if !shared.peer_allowed(&stream) {
             continue;
         }
         let mut line = serde_json::to_vec(&shared.stats()).unwrap_or_default();
@@ -549,484 +541,6 @@ async fn control_loop(shared: Arc<Shared>, listener: tokio::net::UnixListener) {
         let write =
             tokio::time::timeout(std::time::Duration::from_secs(1), stream.write_all(&line));
         let _ = write.await;
-    }
-}
-
-/// Lets a client in: takes a slot and queues its handshake.
-fn admit(shared: &Shared) -> Option<(ClientId, tracing::Span)> {
-    let mut hub = shared.hub();
-    let admission = match hub.router.connect(Instant::now()) {
-        Ok(admission) => admission,
-        Err(refusal) => {
-            tracing::warn!(%refusal, "refusing connection");
-            return None;
-        }
-    };
-    let Some(ready) = hub.ready.clone() else {
-        unreachable!("clients are accepted only after core.ready");
-    };
-    let mut greeting = BytesMut::new();
-    admission.handshake.encode(&ready, &mut greeting);
-    let outbox = Arc::new(Outbox::new(shared.config.client_queue_budget));
-    if outbox.push(greeting.freeze(), &shared.total_queued) != Push::Queued {
-        tracing::error!("client queue budget is smaller than the handshake; refusing");
-        hub.router.disconnect(admission.client, Instant::now());
-        return None;
-    }
-    let slot = admission.client.slot();
-    let span = tracing::info_span!(
-        "client",
-        slot,
-        first_id = admission.ids.first(),
-        last_id = admission.ids.last(),
-    );
-    tracing::debug!(parent: &span, "client admitted");
-    hub.clients[slot as usize] = Some(Attached {
-        id: admission.client,
-        outbox,
-        stop_reading: shared.stop.child_token(),
-        abort_writing: CancellationToken::new(),
-        fault: None,
-    });
-    Some((admission.client, span))
-}
-
-/// Why a client's reader stopped.
-enum ReaderEnd {
-    Eof,
-    Io(io::Error),
-    Fault(ClientFault),
-    Stopped,
-}
-
-async fn serve_client(shared: Arc<Shared>, stream: UnixStream, client: ClientId) {
-    let Some((outbox, stop_reading, abort_writing)) = ({
-        let hub = shared.hub();
-        hub.clients[client.slot() as usize]
-            .as_ref()
-            .filter(|a| a.id == client)
-            .map(|a| {
-                (
-                    a.outbox.clone(),
-                    a.stop_reading.clone(),
-                    a.abort_writing.clone(),
-                )
-            })
-    }) else {
-        return;
-    };
-    let (rd, wr) = stream.into_split();
-    let writer = tokio::spawn(
-        run_client_writer(
-            shared.clone(),
-            wr,
-            client,
-            outbox.clone(),
-            abort_writing,
-            stop_reading.clone(),
-        )
-        .in_current_span(),
-    );
-    let end = run_client_reader(&shared, rd, client, &stop_reading).await;
-
-    let fault = match &end {
-        ReaderEnd::Fault(fault) => {
-            if matches!(fault, ClientFault::Malformed(_)) {
-                Counters::inc(&shared.counters.clients_malformed);
-            }
-            tracing::warn!(%fault, "disconnecting client");
-            Some(*fault)
-        }
-        ReaderEnd::Io(error) => {
-            tracing::debug!(%error, "client connection failed");
-            None
-        }
-        ReaderEnd::Eof => {
-            tracing::debug!("client disconnected");
-            None
-        }
-        ReaderEnd::Stopped => None,
-    };
-    let shutting_down = shared.stop.is_cancelled();
-    let kills = {
-        let mut hub = shared.hub();
-        let kills = hub.router.disconnect(client, Instant::now());
-        let mode = if shutting_down && fault.is_none() {
-            Close::Flush
-        } else {
-            Close::Abort
-        };
-        let dropped = outbox.close(mode, &shared.total_queued);
-        Counters::add(&shared.counters.dropped_client_gone, dropped as u64);
-        let slot = &mut hub.clients[client.slot() as usize];
-        if slot.as_ref().is_some_and(|a| a.id == client) {
-            *slot = None;
-        }
-        kills
-    };
-    if !kills.is_empty() {
-        tracing::info!(sessions = ?kills, "killing the sessions of a departed client");
-        let frames: Vec<Frame> = kills
-            .iter()
-            .filter_map(|&id| {
-                Message::ExecSignal(ExecSignal { signal: 9 })
-                    .to_frame(id)
-                    .ok()
-            })
-            .collect();
-        if shared.write_to_agent(&frames).await.is_ok() {
-            Counters::add(&shared.counters.kills_sent, frames.len() as u64);
-        }
-    }
-    if writer.await.is_err() {
-        tracing::error!("client writer task failed");
-    }
-}
-
-async fn run_client_reader(
-    shared: &Shared,
-    mut rd: OwnedReadHalf,
-    client: ClientId,
-    stop: &CancellationToken,
-) -> ReaderEnd {
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
-    let mut codec = FrameCodec::new();
-    let mut frames: Vec<Frame> = Vec::new();
-    loop {
-        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-            buf.reserve(READ_CHUNK);
-        }
-        let read = tokio::select! {
-            biased;
-            () = stop.cancelled() => return ReaderEnd::Stopped,
-            read = rd.read_buf(&mut buf) => read,
-        };
-        let eof = match read {
-            Ok(0) => true,
-            Ok(_) => false,
-            Err(error) => return ReaderEnd::Io(error),
-        };
-        let mut malformed = None;
-        loop {
-            let decoded = if eof {
-                codec.decode_eof(&mut buf)
-            } else {
-                codec.decode(&mut buf)
-            };
-            match decoded {
-                Ok(Some(frame)) => frames.push(frame),
-                Ok(None) => break,
-                Err(CodecError::Frame(error)) => {
-                    malformed = Some(ClientFault::Malformed(error.into()));
-                    break;
-                }
-                Err(CodecError::Io(error)) => return ReaderEnd::Io(error),
-            }
-        }
-        // Frames before a malformed one are valid and still go through.
-        if let Some(fault) = forward(shared, client, &mut frames).await {
-            return ReaderEnd::Fault(fault);
-        }
-        if let Some(fault) = malformed {
-            return ReaderEnd::Fault(fault);
-        }
-        if eof {
-            return ReaderEnd::Eof;
-        }
-    }
-}
-
-/// Checks a batch of client frames with the router and writes the
-/// accepted ones to the agent. Returns the fault that ends the client.
-async fn forward(
-    shared: &Shared,
-    client: ClientId,
-    frames: &mut Vec<Frame>,
-) -> Option<ClientFault> {
-    if frames.is_empty() {
-        return None;
-    }
-    let mut shutdowns = 0u64;
-    let mut fault = None;
-    {
-        let mut hub = shared.hub();
-        let mut keep = 0;
-        for frame in frames.iter() {
-            match hub.router.client_frame(client, frame.header()) {
-                ClientVerdict::Forward { shutdown } => {
-                    keep += 1;
-                    shutdowns += u64::from(shutdown);
-                }
-                ClientVerdict::Reject(reason) => {
-                    fault = Some(ClientFault::Rejected(reason));
-                    break;
-                }
-                ClientVerdict::Stale => break,
-            }
-        }
-        frames.truncate(keep);
-    }
-    if !frames.is_empty() {
-        let bytes: usize = frames.iter().map(Frame::wire_len).sum();
-        if shared.write_to_agent(frames).await.is_err() {
-            frames.clear();
-            return fault;
-        }
-        Counters::add(&shared.counters.client_frames, frames.len() as u64);
-        Counters::add(&shared.counters.client_bytes, bytes as u64);
-    }
-    frames.clear();
-    if shutdowns > 0 {
-        tracing::info!("client requested sandbox shutdown");
-        shared.drain_tx.send_modify(|n| *n += shutdowns);
-    }
-    fault
-}
-
-async fn run_client_writer(
-    shared: Arc<Shared>,
-    mut wr: OwnedWriteHalf,
-    client: ClientId,
-    outbox: Arc<Outbox>,
-    abort: CancellationToken,
-    stop_reading: CancellationToken,
-) {
-    let stall = shared.config.stall_timeout;
-    let mut batch: Vec<Bytes> = Vec::with_capacity(WRITE_BATCH);
-    loop {
-        let bytes = match outbox.take(WRITE_BATCH, &mut batch) {
-            Take::Batch(bytes) => bytes,
-            Take::Idle => {
-                tokio::select! {
-                    () = outbox.notified() => {}
-                    () = abort.cancelled() => break,
-                }
-                continue;
-            }
-            Take::Done => break,
-        };
-        let frames = batch.len();
-        let result = tokio::select! {
-            result = write_batch(&mut wr, &batch, stall) => result,
-            () = abort.cancelled() => Err(WriteEnd::Aborted),
-        };
-        batch.clear();
-        outbox.written(bytes, &shared.total_queued);
-        match result {
-            Ok(()) => {
-                Counters::add(&shared.counters.delivered_frames, frames as u64);
-                Counters::add(&shared.counters.delivered_bytes, bytes as u64);
-            }
-            Err(WriteEnd::Stalled) => {
-                let mut hub = shared.hub();
-                if let Some(attached) = hub.clients[client.slot() as usize]
-                    .as_mut()
-                    .filter(|a| a.id == client)
-                {
-                    shared.cut_off(attached, ClientFault::Stalled { timeout: stall });
-                }
-                break;
-            }
-            Err(WriteEnd::Io(error)) => {
-                tracing::debug!(%error, "client write failed");
-                break;
-            }
-            Err(WriteEnd::Aborted) => break,
-        }
-    }
-    // Whatever ended the writer, the reader has no reason to go on.
-    stop_reading.cancel();
-    let _ = wr.shutdown().await;
-}
-
-enum WriteEnd {
-    Stalled,
-    Io(io::Error),
-    Aborted,
-}
-
-/// Writes a batch with `writev`, failing if no byte moves for `stall`.
-async fn write_batch(
-    wr: &mut OwnedWriteHalf,
-    batch: &[Bytes],
-    stall: std::time::Duration,
-) -> Result<(), WriteEnd> {
-    let mut index = 0;
-    let mut offset = 0;
-    while index < batch.len() {
-        let slices: Vec<IoSlice<'_>> = std::iter::once(&batch[index][offset..])
-            .chain(batch[index + 1..].iter().map(|b| &b[..]))
-            .map(IoSlice::new)
-            .collect();
-        let written = match tokio::time::timeout(stall, wr.write_vectored(&slices)).await {
-            Err(_) => return Err(WriteEnd::Stalled),
-            Ok(Err(error)) => return Err(WriteEnd::Io(error)),
-            Ok(Ok(0)) => return Err(WriteEnd::Io(io::ErrorKind::WriteZero.into())),
-            Ok(Ok(n)) => n,
-        };
-        advance(batch, &mut index, &mut offset, written);
-    }
-    Ok(())
-}
-
-/// Moves a (buffer index, offset) cursor forward by `n` bytes.
-fn advance<T: AsRef<[u8]>>(batch: &[T], index: &mut usize, offset: &mut usize, mut n: usize) {
-    while n > 0 && *index < batch.len() {
-        let left = batch[*index].as_ref().len() - *offset;
-        if n < left {
-            *offset += n;
-            return;
-        }
-        n -= left;
-        *index += 1;
-        *offset = 0;
-    }
-}
-
-/// Writes every buffer completely, in order.
-async fn write_all_vectored<W: AsyncWrite + Unpin + ?Sized, T: AsRef<[u8]>>(
-    writer: &mut W,
-    frames: &[T],
-) -> io::Result<()> {
-    let mut index = 0;
-    let mut offset = 0;
-    while index < frames.len() {
-        let slices: Vec<IoSlice<'_>> = std::iter::once(&frames[index].as_ref()[offset..])
-            .chain(
-                frames[index + 1..]
-                    .iter()
-                    .take(WRITE_BATCH)
-                    .map(AsRef::as_ref),
-            )
-            .map(IoSlice::new)
-            .collect();
-        let written = writer.write_vectored(&slices).await?;
-        if written == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        advance(frames, &mut index, &mut offset, written);
-    }
-    Ok(())
-}
-
-/// Reads frames from the agent and routes them; never waits for a client.
-async fn run_agent_reader(
-    shared: Arc<Shared>,
-    mut reader: Box<dyn AsyncRead + Send + Unpin>,
-) -> Result<(), RelayError> {
-    let mut staging = vec![0u8; READ_CHUNK];
-    let mut assembler = FrameAssembler::new(FrameCodec::new());
-    let mut frames = Vec::new();
-    loop {
-        let n = tokio::select! {
-            biased;
-            () = shared.stop.cancelled() => return Ok(()),
-            read = reader.read(&mut staging) => read.map_err(RelayError::AgentIo)?,
-        };
-        if n == 0 {
-            assembler.finish().map_err(RelayError::AgentProtocol)?;
-            tracing::warn!("agent stream ended");
-            return Err(RelayError::AgentClosed);
-        }
-        let mut input = &staging[..n];
-        let mut malformed = None;
-        while !input.is_empty() {
-            match assembler.push(input) {
-                Ok((used, frame)) => {
-                    input = &input[used..];
-                    frames.extend(frame);
-                }
-                Err(error) => {
-                    malformed = Some(error);
-                    break;
-                }
-            }
-        }
-        route(&shared, &mut frames);
-        if let Some(error) = malformed {
-            return Err(RelayError::AgentProtocol(error));
-        }
-    }
-}
-
-fn is_ready(frame: &Frame) -> bool {
-    Envelope::parse(frame.body())
-        .is_ok_and(|envelope| envelope.message_type == MessageType::Ready.wire_name())
-}
-
-/// Routes a batch of agent frames under one lock of the hub.
-fn route(shared: &Shared, frames: &mut Vec<Frame>) {
-    if frames.is_empty() {
-        return;
-    }
-    let counters = &shared.counters;
-    let mut hub = shared.hub();
-    for frame in frames.drain(..) {
-        Counters::inc(&counters.agent_frames);
-        Counters::add(&counters.agent_bytes, frame.wire_len() as u64);
-        if hub.ready.is_none() {
-            if is_ready(&frame) {
-                hub.ready = Some(frame);
-                shared.ready_tx.send_replace(true);
-            } else {
-                Counters::inc(&counters.pre_ready_discarded);
-            }
-            continue;
-        }
-        match hub.router.agent_frame(frame.header()) {
-            AgentVerdict::Deliver(client) => deliver(shared, &mut hub, client, frame),
-            AgentVerdict::Control => {
-                if is_ready(&frame) {
-                    tracing::info!("agent sent core.ready again; replacing the cached one");
-                    hub.ready = Some(frame);
-                    Counters::inc(&counters.ready_replaced);
-                } else {
-                    Counters::inc(&counters.control_discarded);
-                }
-            }
-            AgentVerdict::Drop(reason) => {
-                tracing::debug!(id = frame.id(), %reason, "dropping agent frame");
-            }
-        }
-    }
-}
-
-/// Queues a frame for its client, enforcing the per-client and total budgets.
-fn deliver(shared: &Shared, hub: &mut Hub, client: ClientId, frame: Frame) {
-    let len = frame.wire_len();
-    let budget = shared.config.total_queue_budget;
-    while shared.total_queued.load(Ordering::Relaxed) + len > budget {
-        let victim = hub
-            .clients
-            .iter_mut()
-            .flatten()
-            .filter(|a| a.fault.is_none())
-            .max_by_key(|a| a.outbox.pending_bytes());
-        let Some(victim) = victim else { break };
-        let queued = victim.outbox.pending_bytes();
-        shared.cut_off(victim, ClientFault::TotalBudget { queued });
-    }
-    let Some(attached) = hub.clients[client.slot() as usize]
-        .as_mut()
-        .filter(|a| a.id == client)
-    else {
-        Counters::inc(&shared.counters.dropped_client_gone);
-        return;
-    };
-    match attached
-        .outbox
-        .push(frame.into_wire(), &shared.total_queued)
-    {
-        Push::Queued => {}
-        Push::Closed if attached.fault.is_some() => {
-            Counters::inc(&shared.counters.dropped_slow_consumer);
-        }
-        Push::Closed => Counters::inc(&shared.counters.dropped_client_gone),
-        Push::OverBudget => {
-            let budget = shared.config.client_queue_budget;
-            shared.cut_off(attached, ClientFault::OverBudget { budget });
-            Counters::inc(&shared.counters.dropped_slow_consumer);
-        }
     }
 }
 

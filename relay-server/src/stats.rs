@@ -26,6 +26,10 @@ pub(crate) struct Counters {
     pub(crate) dropped_slow_consumer: AtomicU64,
     pub(crate) dropped_client_gone: AtomicU64,
     pub(crate) kills_sent: AtomicU64,
+    pub(crate) dropped_client_flow: AtomicU64,
+    pub(crate) credits_sent: AtomicU64,
+    pub(crate) credits_received: AtomicU64,
+    pub(crate) flow_waits: AtomicU64,
 }
 
 impl Counters {
@@ -36,6 +40,17 @@ impl Counters {
     pub(crate) fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Relaxed);
     }
+}
+
+/// What the stats read from the hub, under its lock.
+#[derive(Debug)]
+pub(crate) struct HubView {
+    pub(crate) router: RouterCounters,
+    pub(crate) connected: u32,
+    pub(crate) quarantined: u32,
+    pub(crate) sessions_open: usize,
+    /// Window and sessions tracked, when flow control is on.
+    pub(crate) flow: Option<(u32, usize)>,
 }
 
 /// Ring occupancy as reported by the agent transport, when it is a ring.
@@ -98,6 +113,23 @@ pub struct StatsSnapshot {
     pub ready_replaced: u64,
     /// Ring occupancy, when the agent transport is a ring.
     pub ring: Option<RingOccupancy>,
+    /// Per-session flow control, when the agent offered it.
+    pub flow: Option<FlowStats>,
+}
+
+/// Per-session credit between relay and agent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct FlowStats {
+    /// Bytes of credit per session and direction, as the agent offered.
+    pub window: u32,
+    /// Sessions with credit state now.
+    pub sessions: usize,
+    /// `core.flow.credit` frames sent to the agent.
+    pub credits_sent: u64,
+    /// `core.flow.credit` frames received from the agent.
+    pub credits_received: u64,
+    /// Times a client's frame was held until its session had credit.
+    pub client_waits: u64,
 }
 
 /// Frames the relay discarded, by reason.
@@ -117,18 +149,24 @@ pub struct DropCounts {
     pub slow_consumer: u64,
     /// Frames queued for a client that disconnected.
     pub client_gone: u64,
+    /// Flow-control frames a client sent (they are for relay and agent only).
+    pub client_flow_control: u64,
 }
 
 impl StatsSnapshot {
     pub(crate) fn build(
         counters: &Counters,
-        router: RouterCounters,
-        connected: u32,
-        quarantined: u32,
-        sessions_open: usize,
+        hub: HubView,
         queued_bytes: usize,
         ring: Option<RingOccupancy>,
     ) -> StatsSnapshot {
+        let HubView {
+            router,
+            connected,
+            quarantined,
+            sessions_open,
+            flow,
+        } = hub;
         let get = |c: &AtomicU64| c.load(Relaxed);
         StatsSnapshot {
             clients_connected: connected,
@@ -159,9 +197,17 @@ impl StatsSnapshot {
                 no_slot: router.agent_frames_dropped_no_slot,
                 slow_consumer: get(&counters.dropped_slow_consumer),
                 client_gone: get(&counters.dropped_client_gone),
+                client_flow_control: get(&counters.dropped_client_flow),
             },
             ready_replaced: get(&counters.ready_replaced),
             ring,
+            flow: flow.map(|(window, sessions)| FlowStats {
+                window,
+                sessions,
+                credits_sent: get(&counters.credits_sent),
+                credits_received: get(&counters.credits_received),
+                client_waits: get(&counters.flow_waits),
+            }),
         }
     }
 

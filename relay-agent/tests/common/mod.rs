@@ -33,8 +33,14 @@ pub(crate) struct Host {
 }
 
 impl Host {
+    /// An agent speaking plain generation 1 (this host returns no credit;
+    /// tests/flow.rs covers flow control).
     pub(crate) async fn start() -> Host {
-        Host::start_with(AgentConfig::default()).await
+        Host::start_with(AgentConfig {
+            flow_window: None,
+            ..AgentConfig::default()
+        })
+        .await
     }
 
     pub(crate) async fn start_with(config: AgentConfig) -> Host {

@@ -102,6 +102,7 @@ fn ready() -> impl Strategy<Value = Ready> {
         boot_time_ns,
         init_time_ns,
         ready_time_ns,
+        flow: None,
     })
 }
 

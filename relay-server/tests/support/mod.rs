@@ -32,6 +32,7 @@ pub fn ready_frame(boot: u64) -> Frame {
         boot_time_ns: boot,
         init_time_ns: 2,
         ready_time_ns: 3,
+        flow: None,
     })
     .to_frame(0)
     .unwrap()

@@ -39,6 +39,7 @@ pub(crate) const READY: Ready = Ready {
     boot_time_ns: 11,
     init_time_ns: 22,
     ready_time_ns: 33,
+    flow: None,
 };
 
 /// How the fake agent encodes the frames it sends.

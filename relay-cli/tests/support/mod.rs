@@ -1,0 +1,129 @@
+//! The `agent-relay serve` harness shared by the end-to-end tests.
+
+#![allow(
+    dead_code,
+    unreachable_pub,
+    reason = "a test support module: each test file uses a different part"
+)]
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use relay_client::Client;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_agent-relay");
+/// A guard against hangs, never a performance threshold.
+pub const HANG_GUARD: Duration = Duration::from_secs(60);
+
+/// `agent-relay serve` in a private directory, stopped with SIGTERM on drop.
+pub struct Serve {
+    pub child: Child,
+    pub socket: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl Serve {
+    pub fn start(extra: &[&str]) -> Serve {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("agent.sock");
+        let child = Command::new(BIN)
+            .arg("serve")
+            .arg("--socket")
+            .arg(&socket)
+            .args(extra)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let serve = Serve { child, socket, dir };
+        serve.wait_until_serving();
+        serve
+    }
+
+    /// Waits until a client gets its greeting (the guest is ready).
+    pub fn wait_until_serving(&self) {
+        let start = Instant::now();
+        loop {
+            if let Ok(mut stream) = std::os::unix::net::UnixStream::connect(&self.socket) {
+                use std::io::Read;
+                let mut prefix = [0u8; 8];
+                if stream.read_exact(&mut prefix).is_ok() {
+                    return;
+                }
+            }
+            assert!(start.elapsed() < HANG_GUARD, "serve never greeted a client");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).env("AGENT_RELAY_SOCKET", &self.socket);
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str], stdin: &[u8]) -> Output {
+        let mut child = self
+            .cli(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        let stdin = stdin.to_vec();
+        let feeder = std::thread::spawn(move || {
+            let _ = input.write_all(&stdin);
+        });
+        let output = child.wait_with_output().unwrap();
+        feeder.join().unwrap();
+        output
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.socket).await.unwrap()
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.stop();
+        }
+    }
+}
+
+impl Serve {
+    /// The serve process's peak resident memory (VmHWM), in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap()
+            * 1024
+    }
+
+    /// The relay's stats, as JSON.
+    pub fn stats(&self) -> serde_json::Value {
+        let output = self.run(&["stats", "--json"], b"");
+        assert!(output.status.success());
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
