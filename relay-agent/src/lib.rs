@@ -4,7 +4,9 @@
 //!
 //! Where it sits: `relay-agent -> relay-codec`, nothing else of this
 //! workspace. The relay never links it; the CLI embeds it as the local
-//! default guest by running [`Agent::serve`] over its own stdio.
+//! default guest by running [`Agent::serve`] over its own stdio. In a
+//! microVM the binary is the initramfs's `/init`: see the [`init`] module
+//! for PID 1's duties (mounts, modules, reaping, power-off).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -97,6 +99,7 @@ mod error;
 mod exec;
 mod flow;
 mod fs;
+pub mod init;
 mod outbound;
 mod pty;
 mod queue;

@@ -43,6 +43,8 @@ const LAYERS: &[(&str, Allowed)] = &[
             "relay-agent",
         ]),
     ),
+    // The microVM proof boots the agent and drives it with the client.
+    ("relay-vm", Allowed::Only(&["relay-agent", "relay-client"])),
     ("xtask", Allowed::Only(&[])),
 ];
 
