@@ -5,17 +5,60 @@
 //! One thread reads and answers echoes straight away (one write per batch
 //! of echoes read together); a second thread, started with the first
 //! stream, sends the streams round robin, one frame per turn. Both write
-//! through one lock, as an agent with one console must.
+//! through one lock, as an agent with one console must, and echoes go
+//! first: the stream thread steps aside while an echo waits for the lock,
+//! so an echo waits for at most the one stream frame being written (a
+//! plain mutex would let the stream thread take it again and again).
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
 use crate::wire::{self, Item, Scanner};
 
-/// The agent's one output, shared by its reader (echoes) and its pump (streams).
-pub(crate) type SharedWriter = Arc<Mutex<Box<dyn Write + Send>>>;
+/// The agent's one output, shared by its reader (echoes) and its pump
+/// (streams), echoes first.
+pub(crate) struct Output {
+    writer: Mutex<Box<dyn Write + Send>>,
+    /// Echo batches waiting for the writer; the pump waits while any do.
+    echoes_waiting: AtomicUsize,
+}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Output").finish_non_exhaustive()
+    }
+}
+
+impl Output {
+    /// Writes an echo batch, ahead of any stream frame not yet started.
+    fn echo(&self, bytes: &[u8]) -> io::Result<()> {
+        self.echoes_waiting.fetch_add(1, Ordering::SeqCst);
+        let mut w = lock(&self.writer);
+        self.echoes_waiting.fetch_sub(1, Ordering::SeqCst);
+        w.write_all(bytes)?;
+        w.flush()
+    }
+
+    /// Writes a stream frame once no echo is waiting.
+    fn stream(&self, bytes: &[u8]) -> io::Result<()> {
+        let mut w = loop {
+            while self.echoes_waiting.load(Ordering::SeqCst) > 0 {
+                std::thread::yield_now();
+            }
+            let w = lock(&self.writer);
+            if self.echoes_waiting.load(Ordering::SeqCst) == 0 {
+                break w;
+            }
+        };
+        w.write_all(bytes)?;
+        w.flush()
+    }
+}
+
+type SharedWriter = Arc<Output>;
 
 /// Bytes the reader asks for per read.
 const READ_BUFFER: usize = 256 * 1024;
@@ -30,11 +73,12 @@ pub(crate) fn serve(
     writer: Box<dyn Write + Send>,
     greeting: Option<&[u8]>,
 ) -> io::Result<()> {
-    let writer: SharedWriter = Arc::new(Mutex::new(writer));
+    let writer: SharedWriter = Arc::new(Output {
+        writer: Mutex::new(writer),
+        echoes_waiting: AtomicUsize::new(0),
+    });
     if let Some(greeting) = greeting {
-        let mut w = lock(&writer);
-        w.write_all(greeting)?;
-        w.flush()?;
+        writer.echo(greeting)?;
     }
     let streams = Arc::new(Streams::default());
     let mut pump: Option<JoinHandle<()>> = None;
@@ -71,9 +115,7 @@ pub(crate) fn serve(
             }
         }
         if !out.is_empty() {
-            let mut w = lock(&writer);
-            let written = w.write_all(&out).and_then(|()| w.flush());
-            drop(w);
+            let written = writer.echo(&out);
             out.clear();
             if let Err(error) = written {
                 break Err(error);
@@ -172,12 +214,12 @@ impl Streams {
             drop(state);
 
             let result = if finished {
-                write_frame(writer, &wire::frame(stream.id, wire::FIN, wire::MIN_TAGGED))
+                writer.stream(&wire::frame(stream.id, wire::FIN, wire::MIN_TAGGED))
             } else {
                 if stream.left != u64::MAX {
                     stream.left -= 1;
                 }
-                write_frame(writer, &stream.frame)
+                writer.stream(&stream.frame)
             };
             let mut state = lock(&self.state);
             state.in_flight = None;
@@ -190,12 +232,6 @@ impl Streams {
             }
         }
     }
-}
-
-fn write_frame(writer: &SharedWriter, frame: &[u8]) -> io::Result<()> {
-    let mut w = lock(writer);
-    w.write_all(frame)?;
-    w.flush()
 }
 
 #[cfg(test)]

@@ -31,12 +31,16 @@ impl Server {
         let socket = dir.join("relay.sock");
         let mut opts = opts.clone();
         opts.socket = socket.clone();
-        let mut child = Command::new(std::env::current_exe()?)
+        let mut command = Command::new(std::env::current_exe()?);
+        command
             .args(opts.to_args())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
+            .stderr(Stdio::inherit());
+        if let Some(arenas) = opts.malloc_arenas {
+            command.env("MALLOC_ARENA_MAX", arenas.to_string());
+        }
+        let mut child = command.spawn()?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             let _ = child.kill();
             return Err(io::Error::other("serve: stdio not piped"));

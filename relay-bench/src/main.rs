@@ -3,7 +3,10 @@
 //!
 //! ```text
 //! relay-bench [run] [--quick | --smoke] [--out DIR] [--only NAME,NAME...]
+//!                  [--runtime multi|current] [--device-wait park|spin] [--ring BYTES]
 //! relay-bench list
+//! relay-bench serve --impl=ours|naive|raw --socket=PATH [...]   # one relay, for profiling
+//! relay-bench client --socket=PATH --load=rtt|up|down [--count=N] [--bytes=N]
 //! ```
 //!
 //! Run through `cargo xtask bench [--quick]` (release build). It prints a
@@ -56,6 +59,9 @@ fn parse_run(args: &[String]) -> Result<RunArgs, String> {
         out: PathBuf::from("target/bench"),
         only: None,
     };
+    let mut runtime = run.mode.runtime;
+    let mut wait = run.mode.wait;
+    let mut ring = run.mode.ring;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -63,6 +69,26 @@ fn parse_run(args: &[String]) -> Result<RunArgs, String> {
             "--smoke" => run.mode = Mode::smoke(),
             "--full" => run.mode = Mode::full(),
             "--out" => run.out = args.next().ok_or("--out needs a directory")?.into(),
+            "--runtime" => {
+                runtime = match args.next().map(String::as_str) {
+                    Some("multi") => serve::Runtime::Multi,
+                    Some("current") => serve::Runtime::Current,
+                    _ => return Err("--runtime takes multi or current".into()),
+                }
+            }
+            "--ring" => {
+                ring = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|n: &usize| n.is_power_of_two())
+                    .ok_or("--ring takes a power of two (bytes)")?;
+            }
+            "--device-wait" => {
+                wait = args
+                    .next()
+                    .and_then(|w| transport::DeviceWait::parse(w))
+                    .ok_or("--device-wait takes park or spin")?;
+            }
             "--only" => {
                 let list = args.next().ok_or("--only needs scenario names")?;
                 let names: Vec<String> = list.split(',').map(str::to_owned).collect();
@@ -78,6 +104,9 @@ fn parse_run(args: &[String]) -> Result<RunArgs, String> {
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
+    run.mode.runtime = runtime;
+    run.mode.wait = wait;
+    run.mode.ring = ring;
     Ok(run)
 }
 
@@ -151,9 +180,10 @@ fn run(args: RunArgs) -> Result<bool, String> {
             println!("  error: {error}");
             errors.push(format!("{}: {error}", scenario.name));
         }
-        if results
-            .of(scenario.metrics[0].name, serve::Impl::Ours)
-            .is_empty()
+        if !results
+            .values
+            .keys()
+            .any(|(_, imp)| *imp == serve::Impl::Ours)
         {
             errors.push(format!("{}: no value measured", scenario.name));
         }
@@ -221,8 +251,59 @@ fn run(args: RunArgs) -> Result<bool, String> {
     Ok(errors.is_empty())
 }
 
+/// `relay-bench client --socket=PATH --load=rtt|up|down [--count=N]
+/// [--bytes=N]`: one load against a running `serve`, for profiling.
+fn client(args: &[String]) -> Result<(), String> {
+    let mut socket = None;
+    let mut kind = String::from("rtt");
+    let mut count = 100_000usize;
+    let mut bytes = 1u64 << 30;
+    for arg in args {
+        let (key, value) = arg
+            .split_once('=')
+            .ok_or(format!("expected --key=value, got `{arg}`"))?;
+        let number = || value.parse::<u64>().map_err(|e| format!("{key}: {e}"));
+        match key {
+            "--socket" => socket = Some(PathBuf::from(value)),
+            "--load" => kind = value.to_owned(),
+            "--count" => count = number()? as usize,
+            "--bytes" => bytes = number()?,
+            _ => return Err(format!("unknown option `{key}`")),
+        }
+    }
+    let socket = socket.ok_or("--socket is required")?;
+    let mut conn = load::Conn::connect(&socket).map_err(|e| format!("connect: {e}"))?;
+    let io = |e: std::io::Error| e.to_string();
+    match kind.as_str() {
+        "rtt" => {
+            let pings = load::ping(
+                &mut conn,
+                count / 10,
+                count,
+                std::time::Duration::from_secs(10),
+            )
+            .map_err(io)?;
+            println!("p50 {:.2} us, p99 {:.2} us", pings.p(50.0), pings.p(99.0));
+        }
+        "up" => {
+            let elapsed = load::bulk_up(&mut conn, bytes, 64 * 1024).map_err(io)?;
+            println!("{:.0} MiB/s", load::mib_per_s(bytes, elapsed));
+        }
+        "down" => {
+            let got = load::bulk_down(&mut conn, bytes, 64 * 1024).map_err(io)?;
+            println!(
+                "{:.0} MiB/s{}",
+                load::mib_per_s(got.bytes, got.elapsed),
+                if got.cut_off { " (cut off)" } else { "" }
+            );
+        }
+        other => return Err(format!("unknown load `{other}`")),
+    }
+    Ok(())
+}
+
 fn usage() -> &'static str {
-    "usage: relay-bench [run] [--quick | --smoke] [--out DIR] [--only NAME,...]\n       relay-bench list"
+    "usage: relay-bench [run] [--quick | --smoke] [--out DIR] [--only NAME,...]\n                   [--runtime multi|current] [--device-wait park|spin] [--ring BYTES]\n       relay-bench list"
 }
 
 fn main() -> ExitCode {
@@ -232,6 +313,7 @@ fn main() -> ExitCode {
             .and_then(|opts| serve::run(&opts))
             .map(|()| true),
         Some("agent") => serve::run_reference_agent().map(|()| true),
+        Some("client") => client(&args[1..]).map(|()| true),
         Some("list") => {
             for s in SCENARIOS {
                 println!("{:<28} {}", s.name, s.about);

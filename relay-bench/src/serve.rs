@@ -127,6 +127,9 @@ pub(crate) struct ServeOptions {
     pub(crate) ring: usize,
     pub(crate) client_budget: usize,
     pub(crate) total_budget: usize,
+    /// `MALLOC_ARENA_MAX` for the process (an environment variable, not an
+    /// argument); `None` leaves glibc's default (arenas per thread).
+    pub(crate) malloc_arenas: Option<u32>,
 }
 
 impl ServeOptions {
@@ -141,6 +144,7 @@ impl ServeOptions {
             ring: relay_ring::DEFAULT_CAPACITY,
             client_budget: 16 << 20,
             total_budget: 256 << 20,
+            malloc_arenas: None,
         }
     }
 
