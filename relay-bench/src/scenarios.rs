@@ -82,7 +82,7 @@ impl Mode {
             naive_rss_cap: 1 << 30,
             e2e_execs: 200,
             e2e_stdout: 100_000_000,
-            runtime: Runtime::Multi,
+            runtime: Runtime::Current,
             wait: DeviceWait::Park,
             ring: relay_ring::DEFAULT_CAPACITY,
         }
@@ -109,7 +109,7 @@ impl Mode {
             naive_rss_cap: 512 << 20,
             e2e_execs: 50,
             e2e_stdout: 100_000_000,
-            runtime: Runtime::Multi,
+            runtime: Runtime::Current,
             wait: DeviceWait::Park,
             ring: relay_ring::DEFAULT_CAPACITY,
         }
@@ -136,7 +136,7 @@ impl Mode {
             naive_rss_cap: 256 << 20,
             e2e_execs: 3,
             e2e_stdout: 1_000_000,
-            runtime: Runtime::Multi,
+            runtime: Runtime::Current,
             wait: DeviceWait::Park,
             ring: relay_ring::DEFAULT_CAPACITY,
         }

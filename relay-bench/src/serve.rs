@@ -140,7 +140,7 @@ impl ServeOptions {
             form: Form::Legacy,
             wait: DeviceWait::Park,
             device: Device::Bench,
-            runtime: Runtime::Multi,
+            runtime: Runtime::Current,
             ring: relay_ring::DEFAULT_CAPACITY,
             client_budget: 16 << 20,
             total_budget: 256 << 20,
@@ -398,7 +398,7 @@ fn start_reference_agent(device: relay_ring::DeviceEnd, wait: DeviceWait) -> io:
 pub(crate) fn run_reference_agent() -> Result<(), String> {
     use relay_agent::{Agent, AgentConfig, Transport};
     let agent = Agent::new(AgentConfig::default());
-    let runtime = runtime(Runtime::Multi).map_err(|e| e.to_string())?;
+    let runtime = runtime(Runtime::Current).map_err(|e| e.to_string())?;
     let result = runtime.block_on(async {
         let console = Transport::Stdio.open().await.map_err(|e| e.to_string())?;
         agent

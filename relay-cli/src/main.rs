@@ -93,7 +93,14 @@ fn main() -> ExitCode {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| default_level.into()))
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // The relay runs on one thread: routing is cheap and one thread drains
+    // a 1 MiB ring at gigabytes per second, its tasks wake each other
+    // without crossing threads, and glibc keeps one malloc arena for its
+    // frames instead of one per worker (measured in relay-bench: peak RSS
+    // under a flood 39 MiB instead of 59 MiB, ping p99 under a flood 4x
+    // instead of 22x idle, throughput unchanged). The clients and the agent
+    // are other processes; `spawn_blocking` still has its own pool.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

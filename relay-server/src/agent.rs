@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use relay_codec::{Envelope, Flags, Frame, FrameAssembler, FrameCodec, Message, MessageType};
+use relay_codec::{
+    Envelope, Flags, Frame, FrameAssembler, FrameCodec, FrameError, Message, MessageType,
+};
 use relay_router::{AgentVerdict, ClientId};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -17,42 +19,114 @@ use crate::stats::Counters;
 /// Bytes the agent reader asks for per read.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// Where the agent reader gets the guest's bytes.
+pub(crate) enum AgentSource {
+    /// The relay end of a ring: frames are assembled straight from the ring
+    /// memory (`peek`/`consume`), without a staging copy.
+    Ring(relay_ring::RelayReader),
+    /// Any other byte stream, read through a staging buffer.
+    Stream {
+        reader: Box<dyn AsyncRead + Send + Unpin>,
+        staging: Vec<u8>,
+    },
+}
+
+impl AgentSource {
+    /// Any byte stream.
+    pub(crate) fn stream(reader: Box<dyn AsyncRead + Send + Unpin>) -> AgentSource {
+        AgentSource::Stream {
+            reader,
+            staging: vec![0u8; READ_CHUNK],
+        }
+    }
+
+    /// Waits for guest bytes and feeds at most [`READ_CHUNK`] of them to the
+    /// assembler, collecting whole frames in `frames`. Returns the bytes
+    /// taken (0 at end of stream) and the error that stopped assembling, if
+    /// any (the frames before it are in `frames`).
+    async fn read_into(
+        &mut self,
+        assembler: &mut FrameAssembler,
+        frames: &mut Vec<Frame>,
+    ) -> std::io::Result<(usize, Option<FrameError>)> {
+        match self {
+            AgentSource::Ring(reader) => {
+                if reader.fill(1).await? == 0 {
+                    return Ok((0, None));
+                }
+                let (first, second) = reader.peek();
+                let mut taken = 0;
+                let mut malformed = None;
+                'parts: for part in [first, second] {
+                    let mut input = &part[..part.len().min(READ_CHUNK - taken)];
+                    while !input.is_empty() {
+                        match assembler.push(input) {
+                            Ok((used, frame)) => {
+                                input = &input[used..];
+                                taken += used;
+                                frames.extend(frame);
+                            }
+                            Err(error) => {
+                                malformed = Some(error);
+                                break 'parts;
+                            }
+                        }
+                    }
+                }
+                reader.consume(taken);
+                // A malformed first byte took nothing but is not the end.
+                Ok((taken.max(usize::from(malformed.is_some())), malformed))
+            }
+            AgentSource::Stream { reader, staging } => {
+                let n = reader.read(staging).await?;
+                let mut input = &staging[..n];
+                while !input.is_empty() {
+                    match assembler.push(input) {
+                        Ok((used, frame)) => {
+                            input = &input[used..];
+                            frames.extend(frame);
+                        }
+                        Err(error) => return Ok((n, Some(error))),
+                    }
+                }
+                Ok((n, None))
+            }
+        }
+    }
+}
+
 /// Reads frames from the agent and routes them; never waits for a client.
 pub(crate) async fn run_agent_reader(
     shared: Arc<Shared>,
-    mut reader: Box<dyn AsyncRead + Send + Unpin>,
+    mut source: AgentSource,
 ) -> Result<(), RelayError> {
-    let mut staging = vec![0u8; READ_CHUNK];
     let mut assembler = FrameAssembler::new(FrameCodec::new());
     let mut frames = Vec::new();
     loop {
-        let n = tokio::select! {
+        let (n, malformed) = tokio::select! {
             biased;
             () = shared.stop.cancelled() => return Ok(()),
-            read = reader.read(&mut staging) => read.map_err(RelayError::AgentIo)?,
+            read = source.read_into(&mut assembler, &mut frames) => read.map_err(RelayError::AgentIo)?,
         };
         if n == 0 {
             assembler.finish().map_err(RelayError::AgentProtocol)?;
             tracing::warn!("agent stream ended");
             return Err(RelayError::AgentClosed);
         }
-        let mut input = &staging[..n];
-        let mut malformed = None;
-        while !input.is_empty() {
-            match assembler.push(input) {
-                Ok((used, frame)) => {
-                    input = &input[used..];
-                    frames.extend(frame);
-                }
-                Err(error) => {
-                    malformed = Some(error);
-                    break;
-                }
-            }
-        }
         route(&shared, &mut frames);
         if let Some(error) = malformed {
             return Err(RelayError::AgentProtocol(error));
+        }
+        // A full read: more guest bytes are probably waiting. Let the tasks
+        // this batch woke (client writers) run before taking them. The
+        // ring's `poll_read` does not spend tokio's coop budget while it
+        // has data, so without this a streaming guest keeps this task
+        // polling while a woken writer waits in this worker's LIFO slot,
+        // which other workers cannot steal: its outbox grows to the budget
+        // and a client that reads as fast as it can is cut off. This takes
+        // turns; it never waits for a client.
+        if n == READ_CHUNK {
+            tokio::task::yield_now().await;
         }
     }
 }

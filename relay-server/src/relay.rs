@@ -16,7 +16,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::agent::{run_agent_reader, run_credit_writer};
+use crate::agent::{AgentSource, run_agent_reader, run_credit_writer};
 use crate::client::{accept_loop, write_all_vectored};
 use crate::config::RelayConfig;
 use crate::error::{ClientFault, RelayError};
@@ -81,7 +81,12 @@ impl Relay {
                 capacity: stats.guest_to_host.capacity,
             }
         });
-        Relay::start_with_probe(config, reader, writer, Some(probe))
+        Relay::start_inner(
+            config,
+            AgentSource::Ring(reader),
+            Box::new(writer),
+            Some(probe),
+        )
     }
 
     /// Like [`Relay::start`], with a probe for ring occupancy in the stats.
@@ -95,6 +100,16 @@ impl Relay {
         R: AsyncRead + Send + Unpin + 'static,
         W: AsyncWrite + Send + Unpin + 'static,
     {
+        let source = AgentSource::stream(Box::new(agent_reader));
+        Relay::start_inner(config, source, Box::new(agent_writer), ring)
+    }
+
+    fn start_inner(
+        config: RelayConfig,
+        source: AgentSource,
+        agent_writer: AgentWriter,
+        ring: Option<RingProbe>,
+    ) -> Result<RelayHandle, RelayError> {
         let router = Router::new(config.router_config())?;
         let slots = router.config().layout.slots() as usize;
         let (listener, socket_file) = socket::bind(&config.socket_path, config.socket_mode)?;
@@ -115,7 +130,7 @@ impl Relay {
             credit_due: Notify::new(),
             counters: Counters::default(),
             total_queued: AtomicUsize::new(0),
-            agent_tx: tokio::sync::Mutex::new(Box::new(agent_writer)),
+            agent_tx: tokio::sync::Mutex::new(agent_writer),
             stop: CancellationToken::new(),
             hard_stop: CancellationToken::new(),
             failure: Mutex::new(None),
@@ -126,9 +141,7 @@ impl Relay {
             config,
         });
         tracing::info!(parent: &span, "relay bound; waiting for core.ready");
-        let agent = tokio::spawn(
-            run_agent_reader(shared.clone(), Box::new(agent_reader)).instrument(span.clone()),
-        );
+        let agent = tokio::spawn(run_agent_reader(shared.clone(), source).instrument(span.clone()));
         tokio::spawn(run_credit_writer(shared.clone()).instrument(span.clone()));
         let control = control.map(|(listener, file)| {
             let task =
