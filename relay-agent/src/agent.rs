@@ -43,8 +43,10 @@ const INPUT_SLACK: usize = 64 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentConfig {
     /// Bytes of client input (stdin, fs upload data) queued per session.
-    /// When a session's queue is full the console reader waits for it to
-    /// drain (the generation-1 behaviour). Default 1 MiB.
+    /// Without flow control, when a session's queue is full the console
+    /// reader waits for it to drain (the generation-1 behaviour); with it,
+    /// each queue holds at least a window plus one maximal frame, which the
+    /// relay's credit keeps it within. Default 1 MiB.
     pub input_queue_bytes: usize,
     /// Bytes of frames waiting for the console, all sessions together; when
     /// it is spent, sessions wait and stop reading their processes' output.
@@ -234,6 +236,12 @@ impl Agent {
                             break Ok(end);
                         }
                     }
+                    Some(Err(CodecError::Frame(FrameError::Truncated { have, need }))) => {
+                        // The host went away in the middle of a frame (a relay
+                        // that stopped): an end like any other.
+                        warn!(have, need, "console closed inside a frame");
+                        break Ok(ServeEnd::Eof);
+                    }
                     Some(Err(CodecError::Frame(err))) => {
                         error!(%err, "malformed frame on the console; stopping");
                         break Err(Stop::Malformed(err));
@@ -265,6 +273,9 @@ enum Input {
     },
     Fs {
         upload: InputSender,
+        /// Cancels the operation (a signal: the relay kills the sessions of
+        /// a client that has gone).
+        cancel: CancellationToken,
     },
     /// A session that only answers (a malformed request).
     Reply,
@@ -356,7 +367,7 @@ impl Sessions {
                 Some(Input::Exec { pty: Some(pty), .. }) => pty.resize(size.rows, size.cols),
                 _ => debug!(id, "resize for no tty session; ignored"),
             },
-            Message::ExecSignal(signal) => self.signal(id, signal.signal, writer_failed).await,
+            Message::ExecSignal(signal) => self.signal(id, signal.signal),
             other => {
                 let t = other.message_type();
                 if flags.contains(Flags::SESSION_START) {
@@ -528,12 +539,17 @@ impl Sessions {
         let (upload_tx, upload_rx) = input_queue(self.input_queue_bytes);
         debug!(id, op = ?req.op, "fs request");
         let chunk = self.fs_chunk;
+        let cancel = CancellationToken::new();
+        let input = Input::Fs {
+            upload: upload_tx,
+            cancel: cancel.clone(),
+        };
         self.spawn(
             id,
             "fs",
             state,
-            Input::Fs { upload: upload_tx },
-            fs::run(req, out, upload_rx, chunk),
+            input,
+            fs::run(req, out, upload_rx, chunk, cancel),
         );
     }
 
@@ -549,51 +565,70 @@ impl Sessions {
         stdin: bool,
         writer_failed: &CancellationToken,
     ) -> Option<ServeEnd> {
-        let queue = match (self.map.get(&id).map(|entry| &entry.input), stdin) {
-            (Some(Input::Exec { stdin, .. }), true) => stdin,
-            (Some(Input::Fs { upload }), false) => upload,
+        let Some(entry) = self.map.get(&id) else {
+            debug!(id, stdin, "input for no session; discarded");
+            return None;
+        };
+        if entry.state.is_closed() {
+            // Its process or file is done with: nothing will take the bytes.
+            debug!(id, stdin, "input after the session ended; discarded");
+            return None;
+        }
+        let queue = match (&entry.input, stdin) {
+            (Input::Exec { stdin, .. }, true) => stdin,
+            (Input::Fs { upload, .. }, false) => upload,
             _ => {
                 debug!(id, stdin, "input for no matching session; discarded");
                 return None;
             }
         };
-        let data = Bytes::from(data);
-        let Some(flow) = self.open_flow(id) else {
-            tokio::select! {
-                pushed = queue.push(data, None) => {
-                    if pushed.is_err() {
-                        debug!(id, "input after the session stopped reading; discarded");
-                    }
+        let mut data = Bytes::from(data);
+        let mut credit = entry.state.flow().map(|flow| flow.ticket(len));
+        if credit.is_some() {
+            match queue.try_push(data, credit) {
+                Ok(()) => return None,
+                Err((Rejected::Closed, _)) => {
+                    debug!(id, "input after the session stopped reading; discarded");
+                    return None;
                 }
-                () = writer_failed.cancelled() => {}
+                // Only a relay that does not keep to its credit gets here:
+                // wait rather than lose the bytes.
+                Err((Rejected::Full(rejected), returned)) => {
+                    error!(id, "input beyond the relay's credit; waiting for room");
+                    (data, credit) = (rejected, returned);
+                }
             }
-            return None;
-        };
-        match queue.try_push(data, Some(flow.ticket(len))) {
-            Ok(()) => {}
-            Err(Rejected::Closed) => {
-                debug!(id, "input after the session stopped reading; discarded")
+        }
+        tokio::select! {
+            pushed = queue.push(data, credit) => {
+                if pushed.is_err() {
+                    debug!(id, "input after the session stopped reading; discarded");
+                }
             }
-            Err(Rejected::Full) => warn!(
-                id,
-                "input beyond the credit the relay had (a flood of small frames); discarded"
-            ),
+            () = writer_failed.cancelled() => {}
         }
         None
     }
 
-    async fn signal(&self, id: u32, signal: i32, writer_failed: &CancellationToken) {
-        let Some(Input::Exec { control, .. }) = self.map.get(&id).map(|entry| &entry.input) else {
-            debug!(id, signal, "signal for no exec session; ignored");
-            return;
-        };
-        tokio::select! {
-            sent = control.send(Control::Signal(signal)) => {
-                if sent.is_err() {
+    /// Delivers a signal: to an exec session's process, or, for an fs
+    /// session, as a cancellation. Never waits: the console reader must not
+    /// stall behind one session.
+    fn signal(&self, id: u32, signal: i32) {
+        match self.map.get(&id).map(|entry| &entry.input) {
+            Some(Input::Exec { control, .. }) => match control.try_send(Control::Signal(signal)) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    warn!(id, signal, "signals for this session pile up; dropped");
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
                     debug!(id, signal, "signal after the session ended; ignored");
                 }
+            },
+            Some(Input::Fs { cancel, .. }) => {
+                debug!(id, signal, "fs request cancelled by a signal");
+                cancel.cancel();
             }
-            () = writer_failed.cancelled() => {}
+            _ => debug!(id, signal, "signal for no session; ignored"),
         }
     }
 

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use relay_codec::payload::{FsEntry, FsOp, FsRequest, FsResponse, FsResponseData};
 use relay_codec::{FS_CHUNK_SIZE, Message, MessageType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::exec::log_send_error;
@@ -24,12 +25,21 @@ use crate::spawn::describe;
 const DEFAULT_FILE_MODE: u32 = 0o644;
 
 /// Runs one fs session. `upload` is the session's input queue (only a
-/// write reads it).
-pub(crate) async fn run(req: FsRequest, out: Outbox, upload: InputReceiver, chunk: usize) {
+/// write reads it). `cancel` (a signal on the session) stops the operation,
+/// answered with `ok: false`.
+pub(crate) async fn run(
+    req: FsRequest,
+    out: Outbox,
+    upload: InputReceiver,
+    chunk: usize,
+    cancel: CancellationToken,
+) {
+    let what = op_name(&req.op);
     let operation = operate(req.op, &out, upload, chunk);
     let response = tokio::select! {
         biased;
         () = out.cancel_token().cancelled() => return debug!("fs request ended by shutdown"),
+        () = cancel.cancelled() => FsResponse::failed(format!("{what}: cancelled by a signal")),
         response = operation => match response {
             Ok(response) => response,
             Err(err) => return log_send_error(&err),
@@ -40,6 +50,21 @@ pub(crate) async fn run(req: FsRequest, out: Outbox, upload: InputReceiver, chun
     }
     if let Err(err) = out.terminal(&Message::FsResponse(response)).await {
         log_send_error(&err);
+    }
+}
+
+/// The operation's name in error texts.
+fn op_name(op: &FsOp) -> &'static str {
+    match op {
+        FsOp::Stat { .. } => "stat",
+        FsOp::List { .. } => "list",
+        FsOp::Read { .. } => "read",
+        FsOp::Write { .. } => "write",
+        FsOp::Mkdir { .. } => "mkdir",
+        FsOp::Remove { .. } => "remove",
+        FsOp::RemoveDir { .. } => "rmdir",
+        FsOp::Copy { .. } => "copy",
+        FsOp::Rename { .. } => "rename",
     }
 }
 

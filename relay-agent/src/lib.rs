@@ -58,12 +58,13 @@
 //! code **2**. Without `SESSION_START` the frame is logged and ignored.
 //! Other sessions continue either way.
 //!
-//! **A malformed frame** on the console (a length below 5 or above 4 MiB,
-//! or the stream ending inside a frame) is fatal: the stream cannot be
-//! trusted any more, so sessions are ended as on shutdown and
-//! [`Agent::serve`] returns [`AgentError::MalformedStream`].
+//! **A malformed frame** on the console (a length below 5 or above 4 MiB)
+//! is fatal: the stream cannot be trusted any more, so sessions are ended
+//! as on shutdown and [`Agent::serve`] returns
+//! [`AgentError::MalformedStream`]. The console ending inside a frame (a
+//! host that stopped mid-write) is an end of file like any other.
 //!
-//! # Flow control (generation 1) and where credit goes
+//! # Backpressure and flow control
 //!
 //! One reader decodes console frames and dispatches them; it never awaits a
 //! session's output. Output from all sessions reaches the console through
@@ -72,13 +73,18 @@
 //! pumps wait for room and stop reading their pipes, so processes block on
 //! their own stdout. Client input (stdin, fs upload data) goes into a
 //! per-session queue bounded in bytes ([`AgentConfig::input_queue_bytes`]).
-//! When a queue is full the reader waits for it to drain: that is the
-//! legacy behaviour of generation 1, where one session whose process does
-//! not read stdin can hold up the console. Per-session credit (issue 10)
-//! will replace that wait: the agent will grant the relay a window per
-//! session and return credit as the queue drains, and output pumps will
-//! take credit before each frame. Both plug into the per-session types that
-//! already sit on those paths (the session outbox and input queue).
+//!
+//! With flow control (offered by default, see [`AgentConfig::flow_window`]
+//! and `docs/flow-control.md`) every session's output first takes credit
+//! the relay returns as its client reads, and the relay sends a session's
+//! input only while the agent has returned credit for what it delivered;
+//! the input queue holds a window and one frame, so the reader never waits
+//! for one session. Without it (plain generation 1) a full queue makes the
+//! reader wait for it to drain, and one process that does not read its
+//! stdin can hold up the console.
+//!
+//! A signal on an fs session cancels it (`ok: false`, "cancelled by a
+//! signal"): the relay signals every session of a client that has gone.
 //!
 //! # What is left out
 //!

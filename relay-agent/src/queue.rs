@@ -8,16 +8,19 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::flow::CreditTicket;
 
-/// Most chunks queued at once, whatever their size (the byte bound is the
-/// real one).
-const MAX_QUEUED_CHUNKS: usize = 1024;
+/// Fewest chunks a queue holds whatever their size.
+const MIN_QUEUED_CHUNKS: usize = 1024;
+
+/// Smallest wire size of an input frame: a queue of `capacity` bytes holds
+/// at most `capacity / MIN_CHUNK_COST` frames, so bytes are the real bound.
+const MIN_CHUNK_COST: usize = 32;
 
 /// Creates a queue that holds at most `capacity` bytes (a single chunk
 /// larger than that takes the whole capacity).
 pub(crate) fn input_queue(capacity: usize) -> (InputSender, InputReceiver) {
     let capacity = u32::try_from(capacity.max(1)).unwrap_or(u32::MAX);
     let budget = Arc::new(Semaphore::new(capacity as usize));
-    let (tx, rx) = mpsc::channel(MAX_QUEUED_CHUNKS);
+    let (tx, rx) = mpsc::channel((capacity as usize / MIN_CHUNK_COST).max(MIN_QUEUED_CHUNKS));
     (
         InputSender {
             tx,
@@ -71,27 +74,30 @@ impl InputSender {
             .map_err(|_| QueueClosed)
     }
 
-    /// Queues `data` if there is room now; never waits.
+    /// Queues `data` if there is room now; never waits. When it cannot,
+    /// the credit comes back (with the bytes, when there was no room), so
+    /// the caller can queue them another way.
     pub(crate) fn try_push(
         &self,
         data: Bytes,
         credit: Option<CreditTicket>,
-    ) -> Result<(), Rejected> {
+    ) -> Result<(), (Rejected, Option<CreditTicket>)> {
         let permit = match Arc::clone(&self.budget).try_acquire_many_owned(self.cost(&data)) {
             Ok(permit) => permit,
-            Err(tokio::sync::TryAcquireError::Closed) => return Err(Rejected::Closed),
-            Err(tokio::sync::TryAcquireError::NoPermits) => return Err(Rejected::Full),
+            Err(tokio::sync::TryAcquireError::Closed) => return Err((Rejected::Closed, credit)),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                return Err((Rejected::Full(data), credit));
+            }
         };
-        self.tx
-            .try_send(InputChunk {
-                data,
-                _budget: permit,
-                _credit: credit,
-            })
-            .map_err(|err| match err {
-                mpsc::error::TrySendError::Full(_) => Rejected::Full,
-                mpsc::error::TrySendError::Closed(_) => Rejected::Closed,
-            })
+        let chunk = InputChunk {
+            data,
+            _budget: permit,
+            _credit: credit,
+        };
+        self.tx.try_send(chunk).map_err(|err| match err {
+            mpsc::error::TrySendError::Full(chunk) => (Rejected::Full(chunk.data), chunk._credit),
+            mpsc::error::TrySendError::Closed(chunk) => (Rejected::Closed, chunk._credit),
+        })
     }
 
     fn cost(&self, data: &Bytes) -> u32 {
@@ -102,12 +108,12 @@ impl InputSender {
 }
 
 /// Why [`InputSender::try_push`] did not queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Rejected {
     /// Nothing will read the queue any more.
     Closed,
-    /// No room now.
-    Full,
+    /// No room now: the bytes, to queue another way.
+    Full(Bytes),
 }
 
 /// One queued chunk; its bytes count against the queue until it is dropped,

@@ -168,3 +168,28 @@ async fn a_process_that_never_reads_stdin_does_not_stall_the_console() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_small_stdin_frames_all_arrive() {
+    let host = host().await;
+    let mut session = host
+        .exec(ExecRequest::new("sh", ["-c", "sleep 0.5; wc -c"]))
+        .await;
+    session.started().await;
+    // Small frames pass the relay without credit (up to its overdraft); the
+    // agent must queue every one of them, end of stdin included.
+    for _ in 0..3000 {
+        host.stdin(session.id, &[b'x'; 200]).await;
+    }
+    host.stdin(session.id, b"").await;
+    let mut stdout = Vec::new();
+    let code = loop {
+        match Message::from_frame(&session.next_frame().await).unwrap() {
+            Message::ExecStdout(data) => stdout.extend(data.data),
+            Message::ExecExited(exited) => break exited.code,
+            _ => {}
+        }
+    };
+    assert_eq!(code, 0);
+    assert_eq!(String::from_utf8(stdout).unwrap().trim(), "600000");
+}

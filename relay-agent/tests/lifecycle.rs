@@ -287,3 +287,40 @@ async fn an_id_is_reusable_as_soon_as_its_terminal_frame_arrived() {
         assert_eq!(outcome.stdout_text(), format!("{word}\n"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_closing_inside_a_frame_is_an_end_like_any_other() {
+    let host = Host::start().await;
+    let mut session = host.exec(ExecRequest::new("sleep", ["1000"])).await;
+    let pid = session.started().await;
+    // A relay that stopped in the middle of writing a frame.
+    host.send_raw(&[0, 0, 0, 100, 0, 0, 0, 1]).await;
+    let (end, _) = host.close().await;
+    assert!(matches!(end, Ok(ServeEnd::Eof)), "{end:?}");
+    assert!(process_is_gone(pid));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_cancels_an_upload_whose_client_has_gone() {
+    let host = Host::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("partial");
+    let session = host
+        .fs(FsOp::Write {
+            path: path.to_str().unwrap().into(),
+            mode: None,
+        })
+        .await;
+    host.fs_data(session.id, b"half of it").await;
+    // What the relay sends for each session of a departed client.
+    host.signal(session.id, 9).await;
+    let response = session.response().await;
+    assert!(!response.ok);
+    assert_eq!(
+        response.error.as_deref(),
+        Some("write: cancelled by a signal")
+    );
+    // The id is free again: a new request on it runs.
+    let outcome = host.run("echo", &["next"]).await;
+    assert_eq!(outcome.stdout_text(), "next\n");
+}

@@ -34,7 +34,13 @@ pub(crate) async fn run(args: ExecArgs) -> u8 {
     match exec(args).await {
         // The remote code is 0..=255 for a normal exit or 128+signal.
         Ok(code) => u8::try_from(code).unwrap_or(1),
-        Err(error) => crate::fail(error),
+        Err(error) => match error.downcast_ref::<GaveUp>() {
+            Some(gave_up) => {
+                crate::fail(gave_up);
+                u8::try_from(128 + gave_up.signal).unwrap_or(1)
+            }
+            None => crate::fail(error),
+        },
     }
 }
 
@@ -70,6 +76,7 @@ async fn exec(args: ExecArgs) -> Result<i32, Box<dyn std::error::Error>> {
     let mut hangup = signal(SignalKind::hangup())?;
     let mut stdout = tokio::io::stdout();
     let mut stderr = tokio::io::stderr();
+    let mut forwarded = 0;
     let code = loop {
         tokio::select! {
             event = events.next() => match event? {
@@ -90,13 +97,47 @@ async fn exec(args: ExecArgs) -> Result<i32, Box<dyn std::error::Error>> {
                     input.resize(rows, cols).await?;
                 }
             }
-            // Without a tty, signals aimed at us go to the remote command.
-            _ = interrupt.recv() => input.signal(2).await?,
-            _ = terminate.recv() => input.signal(15).await?,
-            _ = hangup.recv() => input.signal(1).await?,
+            // Signals aimed at us go to the remote command; a second one
+            // means the caller (a shell, `timeout`) wants us gone now.
+            _ = interrupt.recv() => forward(&input, 2, &mut forwarded).await?,
+            _ = terminate.recv() => forward(&input, 15, &mut forwarded).await?,
+            _ = hangup.recv() => forward(&input, 1, &mut forwarded).await?,
         }
     };
     drop(raw);
     stdin.abort();
     Ok(code)
 }
+
+/// Sends `signal` to the remote command, or gives up waiting for it when a
+/// signal was already forwarded (exit code 128 + signal, as a shell reports).
+async fn forward(
+    input: &relay_client::ExecInput,
+    signal: i32,
+    forwarded: &mut u32,
+) -> Result<(), Box<dyn std::error::Error>> {
+    *forwarded += 1;
+    if *forwarded > 1 {
+        return Err(Box::new(GaveUp { signal }));
+    }
+    input.signal(signal).await?;
+    Ok(())
+}
+
+/// exec stopped waiting for the remote command after a second signal.
+#[derive(Debug)]
+struct GaveUp {
+    signal: i32,
+}
+
+impl std::fmt::Display for GaveUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "signal {} again: no longer waiting for the remote command",
+            self.signal
+        )
+    }
+}
+
+impl std::error::Error for GaveUp {}

@@ -399,3 +399,39 @@ async fn microsandbox_agent_client_runs_an_exec_through_our_relay_and_agent() {
     assert_eq!(code, 0);
     assert_eq!(out, b"from microsandbox\n");
 }
+
+#[test]
+fn a_second_signal_makes_exec_stop_waiting_for_a_command_that_ignores_the_first() {
+    use std::io::{BufRead, BufReader};
+    let serve = Serve::start(&[]);
+    let mut exec = serve
+        .cli(&[
+            "exec",
+            "--",
+            "sh",
+            "-c",
+            "trap '' TERM; echo ready; sleep 1000",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(exec.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n");
+    let pid = rustix::process::Pid::from_child(&exec);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    // Give the first signal time to be forwarded (and ignored) on its own.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        exec.try_wait().unwrap().is_none(),
+        "the first signal is forwarded, not obeyed"
+    );
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let output = exec.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(143));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no longer waiting"));
+}

@@ -1,4 +1,5 @@
-//! The connection: handshake, the reader task that routes frames by id, and the shared writer.
+//! The connection: handshake, the reader task that routes frames by id, and
+//! the writer task that all senders share.
 
 use std::fmt;
 use std::path::Path;
@@ -12,7 +13,7 @@ use relay_codec::{
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::UnixStream;
-use tokio::sync::Mutex;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
@@ -66,10 +67,21 @@ pub struct Client {
 
 type BoxWriter = Box<dyn AsyncWrite + Send + Unpin>;
 
+/// Frames waiting for the writer task. Senders wait when it is full.
+const OUTGOING_FRAMES: usize = 16;
+
+/// A frame for the writer task, with where to report the outcome.
+struct Outgoing {
+    frame: Frame,
+    /// Written only while this session (id, generation) is in flight.
+    session: Option<(u32, u64)>,
+    done: oneshot::Sender<Result<(), ClientError>>,
+}
+
 /// State shared by the client and its sessions.
 pub(crate) struct Conn {
     pub(crate) router: Arc<Router>,
-    writer: Mutex<FramedWrite<BoxWriter, FrameCodec>>,
+    outgoing: mpsc::Sender<Outgoing>,
     handshake: Handshake,
     ids: IdRange,
     ready: Ready,
@@ -174,10 +186,16 @@ impl Client {
         // Bytes that arrived with the greeting belong to the first frames.
         frames.read_buffer_mut().extend_from_slice(&rest);
         let reader = tokio::spawn(read_loop(frames, Arc::clone(&router))).abort_handle();
+        let (outgoing, queue) = mpsc::channel(OUTGOING_FRAMES);
+        tokio::spawn(write_loop(
+            FramedWrite::new(write, FrameCodec::new()),
+            queue,
+            Arc::clone(&router),
+        ));
         Ok(Client {
             conn: Arc::new(Conn {
                 router,
-                writer: Mutex::new(FramedWrite::new(write, FrameCodec::new())),
+                outgoing,
                 handshake,
                 ids,
                 ready,
@@ -225,9 +243,9 @@ impl Client {
     /// Fails with [`ClientError::IdsExhausted`] when every id of the range
     /// is in flight, at once, without waiting for one to free up.
     ///
-    /// If this future is dropped before it completes, the id stays in
-    /// flight until a TERMINAL frame for it arrives: the request may have
-    /// reached the wire.
+    /// If this future is dropped before the request was handed to the
+    /// writer, the id is free again; after, the request goes out whole and
+    /// the id stays in flight until a TERMINAL frame for it arrives.
     pub async fn open(&self, request: &Message) -> Result<Session, ClientError> {
         let message_type = request.message_type();
         if !message_type.default_flags().contains(Flags::SESSION_START) {
@@ -244,7 +262,20 @@ impl Client {
             }
         };
         let session = Session::new(Arc::clone(conn), registration);
-        if let Err(error) = conn.send(frame, Some((id, generation))).await {
+        // Frees the id if this future is dropped before the request is queued.
+        let mut unsent = Unsent {
+            router: &conn.router,
+            id,
+            generation,
+            armed: true,
+        };
+        let done = conn.queue(frame, Some((id, generation))).await;
+        unsent.armed = false;
+        let result = match done {
+            Ok(done) => done.await.unwrap_or_else(|_| Err(conn.disconnected())),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = result {
             conn.router.release(id, generation);
             return Err(error);
         }
@@ -288,16 +319,29 @@ impl Client {
 }
 
 impl Conn {
-    /// Writes one frame, flushing it. With `session`, the frame is written
-    /// only while that session (id and generation) is in flight; the check
-    /// is made under the writer lock, so a frame of an ended session can
-    /// never follow the request of a newer session that reuses its id.
+    /// Writes one frame (the writer task flushes it) and waits until it is
+    /// written. With `session`, the frame is written only while that session
+    /// (id and generation) is in flight; the writer checks just before
+    /// writing, so a frame of an ended session never follows the request of
+    /// a newer session that reuses its id.
+    ///
+    /// Cancel-safe: dropped before the frame is queued, nothing is sent;
+    /// after, the frame still goes out whole.
     pub(crate) async fn send(
         &self,
         frame: Frame,
         session: Option<(u32, u64)>,
     ) -> Result<(), ClientError> {
-        let mut writer = self.writer.lock().await;
+        let done = self.queue(frame, session).await?;
+        done.await.unwrap_or_else(|_| Err(self.disconnected()))
+    }
+
+    /// Hands a frame to the writer task, waiting for room.
+    async fn queue(
+        &self,
+        frame: Frame,
+        session: Option<(u32, u64)>,
+    ) -> Result<oneshot::Receiver<Result<(), ClientError>>, ClientError> {
         if let Some(reason) = self.router.closed() {
             return Err(ClientError::Disconnected(reason));
         }
@@ -306,21 +350,105 @@ impl Conn {
         {
             return Err(ClientError::SessionClosed { id });
         }
-        let id = frame.id();
-        match writer.send(frame).await {
-            Ok(()) => Ok(()),
-            Err(CodecError::Io(error)) => {
-                let reason = Disconnect::Write(Arc::new(error));
-                tracing::warn!(%reason, "connection to the relay lost");
-                self.router.close(reason.clone());
-                Err(ClientError::Disconnected(reason))
-            }
-            Err(CodecError::Frame(error)) => Err(ClientError::Encode {
-                id,
-                source: MessageError::Frame(error),
-            }),
+        let (done, outcome) = oneshot::channel();
+        let item = Outgoing {
+            frame,
+            session,
+            done,
+        };
+        self.outgoing
+            .send(item)
+            .await
+            .map_err(|_| self.disconnected())?;
+        Ok(outcome)
+    }
+
+    fn disconnected(&self) -> ClientError {
+        ClientError::Disconnected(self.router.closed().unwrap_or(Disconnect::Eof))
+    }
+}
+
+/// Releases an id whose request never reached the writer.
+struct Unsent<'a> {
+    router: &'a Router,
+    id: u32,
+    generation: u64,
+    armed: bool,
+}
+
+impl Drop for Unsent<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.router.release(self.id, self.generation);
         }
     }
+}
+
+/// Writes queued frames in order, batching what is already queued into one
+/// flush, until every sender is gone or a write fails.
+async fn write_loop(
+    mut writer: FramedWrite<BoxWriter, FrameCodec>,
+    mut queue: mpsc::Receiver<Outgoing>,
+    router: Arc<Router>,
+) {
+    let mut written = Vec::new();
+    while let Some(first) = queue.recv().await {
+        let mut next = Some(first);
+        while let Some(Outgoing {
+            frame,
+            session,
+            done,
+        }) = next.take()
+        {
+            let id = frame.id();
+            let outcome = match session {
+                _ if router.closed().is_some() => Err(ClientError::Disconnected(
+                    router.closed().unwrap_or(Disconnect::Eof),
+                )),
+                Some((id, generation)) if !router.is_live(id, generation) => {
+                    Err(ClientError::SessionClosed { id })
+                }
+                _ => match writer.feed(frame).await {
+                    Ok(()) => Ok(()),
+                    Err(CodecError::Io(error)) => {
+                        let reason = Disconnect::Write(Arc::new(error));
+                        tracing::warn!(%reason, "connection to the relay lost");
+                        router.close(reason.clone());
+                        let _ = done.send(Err(ClientError::Disconnected(reason)));
+                        return;
+                    }
+                    Err(CodecError::Frame(error)) => Err(ClientError::Encode {
+                        id,
+                        source: MessageError::Frame(error),
+                    }),
+                },
+            };
+            match outcome {
+                Ok(()) => written.push(done),
+                Err(error) => {
+                    let _ = done.send(Err(error));
+                }
+            }
+            next = queue.try_recv().ok();
+        }
+        if let Err(error) = SinkExt::<Frame>::flush(&mut writer).await {
+            let reason = match error {
+                CodecError::Io(error) => Disconnect::Write(Arc::new(error)),
+                CodecError::Frame(error) => Disconnect::Malformed(error),
+            };
+            tracing::warn!(%reason, "connection to the relay lost");
+            router.close(reason.clone());
+            for done in written.drain(..) {
+                let _ = done.send(Err(ClientError::Disconnected(reason.clone())));
+            }
+            return;
+        }
+        for done in written.drain(..) {
+            let _ = done.send(Ok(()));
+        }
+    }
+    // Every sender is gone: close our side.
+    let _ = SinkExt::<Frame>::close(&mut writer).await;
 }
 
 /// Reads the id prefix and the ready frame; returns them with any bytes

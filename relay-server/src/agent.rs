@@ -170,8 +170,13 @@ fn route(shared: &Shared, frames: &mut Vec<Frame>) {
             }
             continue;
         }
-        if header.flags.contains(Flags::FLOW_CONTROL) && hub.flow.is_some() {
-            take_credit(shared, hub, &frame);
+        if header.flags.contains(Flags::FLOW_CONTROL) {
+            // Never for clients: credit when negotiated, dropped otherwise.
+            if hub.flow.is_some() {
+                take_credit(shared, hub, &frame);
+            } else {
+                Counters::inc(&counters.control_discarded);
+            }
             continue;
         }
         match hub.router.agent_frame(header) {
@@ -182,6 +187,11 @@ fn route(shared: &Shared, frames: &mut Vec<Frame>) {
                     hub.flow = window.map(Flow::new);
                     hub.ready = Some(frame);
                     Counters::inc(&counters.ready_replaced);
+                    // A frame held for credit of the old agent's sessions
+                    // must look again: those sessions are gone.
+                    for attached in hub.clients.iter().flatten() {
+                        attached.credit.notify_one();
+                    }
                 }
                 None => Counters::inc(&counters.control_discarded),
             },
@@ -196,6 +206,9 @@ fn route(shared: &Shared, frames: &mut Vec<Frame>) {
             && let Some(flow) = hub.flow.as_mut()
         {
             flow.session_ended(header.id);
+            // Its client may hold a frame for that session's credit, which
+            // will never come now: let it send the frame (the agent ignores it).
+            wake_owner(hub, header.id);
         }
     }
     shared.wake_credit_task(hub);
@@ -214,7 +227,12 @@ fn take_credit(shared: &Shared, hub: &mut Hub, frame: &Frame) {
     if let Some(flow) = hub.flow.as_mut() {
         flow.credit_from_agent(frame.id(), credit.bytes);
     }
-    if let Some(owner) = hub.router.owner(frame.id())
+    wake_owner(hub, frame.id());
+}
+
+/// Wakes the client owning `id` if it waits for credit.
+fn wake_owner(hub: &Hub, id: u32) {
+    if let Some(owner) = hub.router.owner(id)
         && let Some(attached) = hub.clients[owner.slot() as usize].as_ref()
     {
         attached.credit.notify_one();

@@ -317,6 +317,13 @@ impl ClientReader<'_> {
         let mut count = 0;
         for (n, frame) in frames.iter().enumerate() {
             let header = frame.header();
+            if header.flags.contains(Flags::FLOW_CONTROL) {
+                // Credit is between relay and agent; a client has no say,
+                // and the frame has no effect on the router either.
+                Counters::inc(&self.shared.counters.dropped_client_flow);
+                outcome = Batch::Skip;
+                break;
+            }
             let verdict = if n == 0 && first_routed {
                 ClientVerdict::Forward {
                     shutdown: header.flags.contains(Flags::SHUTDOWN),
@@ -326,12 +333,6 @@ impl ClientReader<'_> {
             };
             match verdict {
                 ClientVerdict::Forward { shutdown } => {
-                    if header.flags.contains(Flags::FLOW_CONTROL) {
-                        // Credit is between relay and agent; a client has no say.
-                        Counters::inc(&self.shared.counters.dropped_client_flow);
-                        outcome = Batch::Skip;
-                        break;
-                    }
                     if let Some(flow) = hub.flow.as_mut()
                         && flow.admit_client_frame(header, frame.wire_len()) == Admit::Wait
                     {
@@ -404,6 +405,7 @@ async fn run_client_writer(
                 tokio::select! {
                     () = outbox.notified() => {}
                     () = abort.cancelled() => break,
+                    () = shared.hard_stop.cancelled() => break,
                 }
                 continue;
             }
@@ -413,6 +415,8 @@ async fn run_client_writer(
         let result = tokio::select! {
             result = write_batch(&mut wr, &batch, stall) => result,
             () = abort.cancelled() => Err(WriteEnd::Aborted),
+            // The shutdown's flush deadline passed.
+            () = shared.hard_stop.cancelled() => Err(WriteEnd::Aborted),
         };
         batch.clear();
         outbox.written(bytes, &shared.total_queued);

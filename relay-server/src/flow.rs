@@ -12,9 +12,12 @@
 //!   while its credit is positive (one frame may overshoot); the agent
 //!   returns credit as it delivers them. Out of credit, the relay holds the
 //!   client's next frame and stops reading its socket. Frames of at most
-//!   [`EXEMPT_LEN`] bytes (signals, resizes, end of stdin) are never held,
-//!   though they are charged, so a process that stopped reading can still
-//!   be signalled.
+//!   [`EXEMPT_LEN`] bytes (signals, resizes, end of stdin) are not held
+//!   until the session is [`OVERDRAFT`] bytes below zero, though they are
+//!   charged: a signal sent before a large stdin frame still reaches a
+//!   process that stopped reading, and the agent's input queue stays
+//!   bounded. (A frame held for credit holds everything the client sent
+//!   after it: a client's stream is ordered.)
 //!
 //! Terminal frames are neither charged nor credited: a session can always
 //! end. Flow-control frames carry [`Flags::FLOW_CONTROL`] so they are told
@@ -25,8 +28,12 @@ use std::collections::HashMap;
 use relay_codec::payload::FlowCredit;
 use relay_codec::{Flags, Frame, FrameHeader, IdRange, Message};
 
-/// Client frames up to this size are never held for lack of credit.
+/// Client frames up to this size are not held for lack of credit...
 pub(crate) const EXEMPT_LEN: usize = 256;
+
+/// ...until their session's credit is this far below zero. The agent's
+/// input queue has this much room beyond a window and a maximal frame.
+pub(crate) const OVERDRAFT: i64 = 64 * 1024;
 
 #[derive(Debug, Default, Clone, Copy)]
 struct SessionCredit {
@@ -70,18 +77,17 @@ impl Flow {
             return Admit::Go;
         }
         if flags.contains(Flags::SESSION_START) {
-            self.sessions.insert(
-                id,
-                SessionCredit {
-                    send: i64::from(self.window),
-                    owed: 0,
-                },
-            );
+            // A repeated request on an open session does not refill its
+            // credit: the agent ignores it.
+            self.sessions.entry(id).or_insert(SessionCredit {
+                send: i64::from(self.window),
+                owed: 0,
+            });
         }
         let Some(session) = self.sessions.get_mut(&id) else {
             return Admit::Go;
         };
-        if session.send <= 0 && len > EXEMPT_LEN {
+        if session.send <= 0 && (len > EXEMPT_LEN || session.send <= -OVERDRAFT) {
             return Admit::Wait;
         }
         session.send -= len as i64;
@@ -102,7 +108,11 @@ impl Flow {
             return;
         }
         let id = header.id;
-        let session = self.sessions.entry(id).or_default();
+        // A session that has ended needs no credit: its frames may still be
+        // leaving after its terminal frame went by.
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
         session.owed += len as u64;
         if session.owed >= u64::from(self.window / 2).max(1) {
             let bytes = u32::try_from(session.owed).unwrap_or(u32::MAX);
@@ -198,7 +208,7 @@ mod tests {
     }
 
     #[test]
-    fn small_frames_are_never_held_but_are_charged() {
+    fn small_frames_pass_without_credit_but_are_charged() {
         let mut flow = Flow::new(300);
         flow.admit_client_frame(header(5, Flags::SESSION_START), 300);
         assert_eq!(
@@ -227,8 +237,44 @@ mod tests {
     }
 
     #[test]
+    fn small_frames_are_held_too_once_the_overdraft_is_spent() {
+        let mut flow = Flow::new(100);
+        flow.admit_client_frame(header(5, Flags::SESSION_START), 100);
+        let mut passed = 0;
+        while flow.admit_client_frame(header(5, Flags::NONE), 50) == Admit::Go {
+            passed += 50;
+        }
+        let overdraft = OVERDRAFT as usize;
+        assert!((overdraft..overdraft + 50).contains(&passed), "{passed}");
+    }
+
+    #[test]
+    fn a_repeated_request_does_not_refill_credit() {
+        let mut flow = Flow::new(100);
+        flow.admit_client_frame(header(5, Flags::SESSION_START), 100);
+        flow.admit_client_frame(header(5, Flags::SESSION_START), 100);
+        assert_eq!(
+            flow.admit_client_frame(header(5, Flags::NONE), 1000),
+            Admit::Wait
+        );
+    }
+
+    #[test]
+    fn frames_of_ended_sessions_owe_nothing() {
+        let mut flow = Flow::new(100);
+        flow.released(header(9, Flags::NONE), 5000);
+        assert!(flow.take_pending().is_empty());
+        assert_eq!(
+            flow.sessions(),
+            0,
+            "no entry is made for an unknown session"
+        );
+    }
+
+    #[test]
     fn credit_is_returned_once_half_a_window_has_left_the_relay() {
         let mut flow = Flow::new(1000);
+        flow.admit_client_frame(header(9, Flags::SESSION_START), 10);
         flow.released(header(9, Flags::NONE), 300);
         assert!(flow.take_pending().is_empty());
         flow.released(header(9, Flags::NONE), 300);

@@ -55,6 +55,9 @@ struct State {
     queue: VecDeque<Item>,
     queued: usize,
     in_flight: usize,
+    /// The in-flight bytes were already taken out of the relay-wide total
+    /// (by an abort), so [`Outbox::written`] must not take them again.
+    in_flight_released: bool,
     close: Option<Close>,
 }
 
@@ -145,7 +148,9 @@ impl Outbox {
     pub(crate) fn written(&self, bytes: usize, total: &AtomicUsize) {
         let mut state = self.state();
         state.in_flight -= bytes;
-        total.fetch_sub(bytes, Ordering::Relaxed);
+        if !state.in_flight_released {
+            total.fetch_sub(bytes, Ordering::Relaxed);
+        }
     }
 
     /// Closes the outbox. With [`Close::Abort`] the queue is dropped; the
@@ -161,8 +166,12 @@ impl Outbox {
                     .drain(..)
                     .filter_map(|item| item.credit.map(|h| (h, item.bytes.len())))
                     .collect();
-                total.fetch_sub(state.queued, Ordering::Relaxed);
+                // The batch being written is abandoned too: release it now,
+                // so the relay-wide total is right the moment a client is
+                // cut off (the total-budget check runs right after).
+                total.fetch_sub(state.queued + state.in_flight, Ordering::Relaxed);
                 state.queued = 0;
+                state.in_flight_released = true;
                 state.close = Some(Close::Abort);
                 (count, released)
             }
@@ -176,10 +185,14 @@ impl Outbox {
         dropped
     }
 
-    /// Bytes queued or being written.
+    /// Bytes queued or being written, as counted in the relay-wide total.
     pub(crate) fn pending_bytes(&self) -> usize {
         let state = self.state();
-        state.queued + state.in_flight
+        if state.in_flight_released {
+            state.queued
+        } else {
+            state.queued + state.in_flight
+        }
     }
 
     /// Waits until something is pushed or the outbox is closed.
@@ -236,13 +249,13 @@ mod tests {
         assert_eq!(outbox.close(Close::Abort, &total).0, 2);
         assert_eq!(
             total.load(Ordering::Relaxed),
-            10,
-            "the batch in flight is still counted"
+            0,
+            "the abandoned batch in flight is released at once"
         );
         assert_eq!(outbox.push(item(1), None, &total), Push::Closed);
         assert_eq!(outbox.take(8, &mut batch, &mut credits), Take::Done);
         outbox.written(10, &total);
-        assert_eq!(total.load(Ordering::Relaxed), 0);
+        assert_eq!(total.load(Ordering::Relaxed), 0, "and not twice");
     }
 
     #[test]

@@ -142,14 +142,22 @@ impl Relay {
         });
         tracing::info!(parent: &span, "relay bound; waiting for core.ready");
         let agent = tokio::spawn(run_agent_reader(shared.clone(), source).instrument(span.clone()));
-        tokio::spawn(run_credit_writer(shared.clone()).instrument(span.clone()));
+        let credit = tokio::spawn(run_credit_writer(shared.clone()).instrument(span.clone()));
         let control = control.map(|(listener, file)| {
             let task =
                 tokio::spawn(control_loop(shared.clone(), listener).instrument(span.clone()));
             (task, file)
         });
         let task = tokio::spawn(
-            supervise(shared.clone(), listener, socket_file, agent, control).instrument(span),
+            supervise(Tasks {
+                shared: shared.clone(),
+                listener,
+                socket_file,
+                agent,
+                credit,
+                control,
+            })
+            .instrument(span),
         );
         Ok(RelayHandle {
             shared,
@@ -268,7 +276,7 @@ pub(crate) struct Shared {
     /// Stop accepting and reading (graceful shutdown or a fatal error).
     pub(crate) stop: CancellationToken,
     /// Abandon writes in progress (the flush deadline passed).
-    hard_stop: CancellationToken,
+    pub(crate) hard_stop: CancellationToken,
     failure: Mutex<Option<RelayError>>,
     pub(crate) ready_tx: watch::Sender<bool>,
     pub(crate) drain_tx: watch::Sender<u64>,
@@ -448,13 +456,25 @@ impl Shared {
 }
 
 /// Starts the relay's tasks and shuts them down in order.
-async fn supervise(
+/// What the supervisor runs and stops.
+struct Tasks {
     shared: Arc<Shared>,
     listener: tokio::net::UnixListener,
     socket_file: SocketFile,
-    mut agent: JoinHandle<Result<(), RelayError>>,
+    agent: JoinHandle<Result<(), RelayError>>,
+    credit: JoinHandle<()>,
     control: Option<(JoinHandle<()>, SocketFile)>,
-) -> Result<RelayExit, RelayError> {
+}
+
+async fn supervise(tasks: Tasks) -> Result<RelayExit, RelayError> {
+    let Tasks {
+        shared,
+        listener,
+        socket_file,
+        mut agent,
+        mut credit,
+        control,
+    } = tasks;
     let mut clients = JoinSet::new();
     let mut ready = shared.ready_tx.subscribe();
     let timeout = shared.config.ready_timeout;
@@ -498,7 +518,8 @@ async fn supervise(
         }
     }
     let deadline = shared.config.shutdown_flush_deadline;
-    if tokio::time::timeout(deadline, drain(&mut clients))
+    let deadline_at = tokio::time::Instant::now() + deadline;
+    if tokio::time::timeout_at(deadline_at, drain(&mut clients))
         .await
         .is_err()
     {
@@ -517,8 +538,23 @@ async fn supervise(
         }
         drain(&mut clients).await;
     }
+    // The credit writer ends between frames once stopped; past the deadline
+    // a write it cannot finish is abandoned.
+    if tokio::time::timeout_at(deadline_at, &mut credit)
+        .await
+        .is_err()
+    {
+        shared.hard_stop.cancel();
+        let _ = credit.await;
+    }
     shared.hard_stop.cancel();
     agent.abort();
+    // Every writer is done: end the agent's stream (EOF) rather than leave it
+    // open until the last handle to this relay goes.
+    {
+        let mut writer = shared.agent_tx.lock().await;
+        let _ = tokio::time::timeout(deadline, writer.shutdown()).await;
+    }
     tracing::info!(?outcome, "relay stopped");
     outcome
 }

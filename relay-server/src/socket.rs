@@ -32,7 +32,9 @@ impl Drop for SocketFile {
 
 /// Binds `path`: creates a missing parent directory with mode 0700, replaces
 /// an existing socket file only if nothing accepts connections on it, and
-/// sets `mode` on the new socket.
+/// sets `mode` on the new socket before it appears at `path` (it is bound
+/// under a temporary name, given its mode, then linked into place, which
+/// fails rather than replace a socket another relay made meanwhile).
 pub(crate) fn bind(path: &Path, mode: u32) -> Result<(UnixListener, SocketFile), RelayError> {
     let bind_error = |source: io::Error| RelayError::Bind {
         path: path.to_owned(),
@@ -70,8 +72,21 @@ pub(crate) fn bind(path: &Path, mode: u32) -> Result<(UnixListener, SocketFile),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(bind_error(e)),
     }
-    let listener = UnixListener::bind(path).map_err(bind_error)?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(bind_error)?;
+    let temporary = temporary_name(path);
+    let _ = fs::remove_file(&temporary);
+    let listener = UnixListener::bind(&temporary).map_err(bind_error)?;
+    let placed = fs::set_permissions(&temporary, fs::Permissions::from_mode(mode))
+        .and_then(|()| fs::hard_link(&temporary, path));
+    let _ = fs::remove_file(&temporary);
+    match placed {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(RelayError::AlreadyServing {
+                path: path.to_owned(),
+            });
+        }
+        Err(e) => return Err(bind_error(e)),
+    }
     let meta = fs::symlink_metadata(path).map_err(bind_error)?;
     let file = SocketFile {
         path: path.to_owned(),
@@ -79,6 +94,14 @@ pub(crate) fn bind(path: &Path, mode: u32) -> Result<(UnixListener, SocketFile),
         ino: meta.ino(),
     };
     Ok((listener, file))
+}
+
+/// A sibling of `path` private to this process.
+fn temporary_name(path: &Path) -> PathBuf {
+    let mut name = std::ffi::OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    name.push(format!(".{}.binding", std::process::id()));
+    path.with_file_name(name)
 }
 
 /// The uid this process runs as.

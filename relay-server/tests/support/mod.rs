@@ -233,9 +233,19 @@ impl Harness {
         config: impl FnOnce(RelayConfig) -> RelayConfig,
         behaviour: Behaviour,
     ) -> Harness {
+        Harness::start_with_ready(ring, ready_frame(1), config, behaviour).await
+    }
+
+    /// A harness whose agent greets with `ready` (e.g. one offering flow control).
+    pub async fn start_with_ready(
+        ring: usize,
+        ready: Frame,
+        config: impl FnOnce(RelayConfig) -> RelayConfig,
+        behaviour: Behaviour,
+    ) -> Harness {
         let dir = temp_dir();
         let (device, relay_end) = relay_ring::duplex(ring).unwrap();
-        let agent = TestAgent::start(device, Some(ready_frame(1)), behaviour);
+        let agent = TestAgent::start(device, Some(ready), behaviour);
         let mut relay =
             Relay::start_on_ring(config(RelayConfig::new(dir.join("agent.sock"))), relay_end)
                 .unwrap();

@@ -1,0 +1,221 @@
+//! The relay's side of per-session flow control, against a test agent that
+//! offers it, and budget and shutdown edge cases around it.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a panic is the failure report"
+)]
+
+mod support;
+
+use std::time::Duration;
+
+use relay_codec::payload::{ExecExited, FlowCredit, FlowWindow, Ready};
+use relay_codec::{Flags, Frame, Message};
+use relay_server::RelayExit;
+use support::{HANG_GUARD, Harness, silent};
+
+type Test = Result<(), Box<dyn std::error::Error>>;
+
+fn ready_with_flow(window: u32) -> Frame {
+    Message::Ready(Ready {
+        boot_time_ns: 1,
+        init_time_ns: 2,
+        ready_time_ns: 3,
+        flow: Some(FlowWindow { window }),
+    })
+    .to_frame(0)
+    .unwrap()
+}
+
+async fn flow_harness(window: u32) -> Harness {
+    Harness::start_with_ready(1 << 16, ready_with_flow(window), |c| c, silent()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_held_for_credit_goes_once_the_agent_returns_credit() -> Test {
+    let harness = flow_harness(4096).await;
+    let mut client = harness.client().await;
+    let id = client.ids.first();
+    client.frame(id, Flags::SESSION_START, b"request").await;
+    client.frame(id, Flags::NONE, &[1; 5000]).await;
+    client.frame(id, Flags::NONE, &[2; 5000]).await;
+    harness
+        .wait_stats("a held frame", |s| s.flow.unwrap().client_waits > 0)
+        .await;
+    assert_eq!(
+        harness.agent.received().len(),
+        2,
+        "the second data frame waits"
+    );
+    harness
+        .agent
+        .send(&Message::FlowCredit(FlowCredit { bytes: 8000 }).to_frame(id)?);
+    harness
+        .agent
+        .wait_for("the held frame", |f| f.len() == 3)
+        .await;
+    assert!(harness.agent.received()[2].body().iter().all(|&b| b == 2));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_ends_releases_the_frame_held_for_it_and_its_client_can_leave() -> Test {
+    let harness = flow_harness(4096).await;
+    let mut client = harness.client().await;
+    let id = client.ids.first();
+    client.frame(id, Flags::SESSION_START, b"request").await;
+    client.frame(id, Flags::NONE, &[1; 5000]).await;
+    client.frame(id, Flags::NONE, &[2; 5000]).await;
+    harness
+        .wait_stats("a held frame", |s| s.flow.unwrap().client_waits > 0)
+        .await;
+    // The process exits without reading: no credit will ever come back.
+    harness
+        .agent
+        .send(&Message::ExecExited(ExecExited { code: 0 }).to_frame(id)?);
+    assert_eq!(client.next().await.unwrap().flags(), Flags::TERMINAL);
+    harness
+        .agent
+        .wait_for("the released frame", |f| f.len() == 3)
+        .await;
+    drop(client);
+    let stats = harness
+        .wait_stats("the client gone", |s| s.clients_connected == 0)
+        .await;
+    assert_eq!(stats.flow.unwrap().sessions, 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credit_frames_never_reach_clients_and_clients_cannot_send_them() -> Test {
+    let harness = flow_harness(4096).await;
+    let mut client = harness.client().await;
+    let id = client.ids.first();
+    client.frame(id, Flags::SESSION_START, b"request").await;
+    client
+        .send(Message::FlowCredit(FlowCredit { bytes: 1 << 30 }).to_frame(id)?)
+        .await;
+    harness
+        .wait_stats("the client's credit frame dropped", |s| {
+            s.dropped.client_flow_control == 1
+        })
+        .await;
+    harness
+        .agent
+        .send(&Message::FlowCredit(FlowCredit { bytes: 10 }).to_frame(id)?);
+    harness.agent.send(&Frame::new(id, Flags::NONE, b"output")?);
+    assert_eq!(client.next().await.unwrap().body(), b"output");
+    assert_eq!(
+        harness.agent.received().len(),
+        1,
+        "only the request went through"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_leaving_the_relay_is_credited_back_in_half_windows() -> Test {
+    let harness = flow_harness(4096).await;
+    let mut client = harness.client().await;
+    let id = client.ids.first();
+    client.frame(id, Flags::SESSION_START, b"request").await;
+    harness
+        .agent
+        .wait_for("the request", |f| f.len() == 1)
+        .await;
+    for _ in 0..4 {
+        harness
+            .agent
+            .send(&Frame::new(id, Flags::NONE, &[0; 1000])?);
+    }
+    for _ in 0..4 {
+        client.next().await.unwrap();
+    }
+    let frames = harness
+        .agent
+        .wait_for("credit", |f| {
+            f.iter().any(|f| f.flags() == Flags::FLOW_CONTROL)
+        })
+        .await;
+    let credit = frames
+        .iter()
+        .find(|f| f.flags() == Flags::FLOW_CONTROL)
+        .unwrap();
+    let Message::FlowCredit(FlowCredit { bytes }) = Message::from_frame(credit)? else {
+        panic!("not a credit frame");
+    };
+    assert!(bytes >= 2048, "half a window at least: {bytes}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cutting_one_client_for_the_total_budget_spares_the_others() -> Test {
+    let harness = Harness::start(
+        |c| {
+            c.with_total_queue_budget(7 << 19)
+                .with_client_queue_budget(8 << 20)
+        },
+        silent(),
+    )
+    .await;
+    let sleeper = harness.client().await;
+    let mut reader = harness.client().await;
+    // 3 MiB the sleeper will never take...
+    for _ in 0..3 {
+        harness.agent.send(&Frame::new(
+            sleeper.ids.first(),
+            Flags::NONE,
+            &vec![0; 1 << 20],
+        )?);
+    }
+    harness
+        .wait_stats("the sleeper's frames queued", |s| s.agent_frames >= 4)
+        .await;
+    // Let its writer take the first into a write that its full socket
+    // blocks: 1 MiB in flight, 2 MiB queued. The total budget (3.5 MiB)
+    // then has room for the reader's 3 MiB only if the in-flight bytes of
+    // the client cut off are released with it.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Together over the total: the largest queue (the sleeper's, being
+    // written into its full socket) is cut, and only that one.
+    harness.agent.send(&Frame::new(
+        reader.ids.first(),
+        Flags::NONE,
+        &vec![1; 3 << 20],
+    )?);
+    assert_eq!(reader.next().await.unwrap().wire_len(), (3 << 20) + 9);
+    let stats = harness.relay.stats();
+    assert_eq!(stats.slow_total_budget, 1, "{stats:?}");
+    drop(sleeper);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_flush_deadline_bounds_a_shutdown_behind_a_client_that_never_reads() -> Test {
+    let harness = Harness::start(
+        |c| {
+            c.with_stall_timeout(Duration::from_secs(3600))
+                .with_shutdown_flush_deadline(Duration::from_millis(200))
+        },
+        silent(),
+    )
+    .await;
+    let sleeper = harness.client().await;
+    for _ in 0..8 {
+        harness.agent.send(&Frame::new(
+            sleeper.ids.first(),
+            Flags::NONE,
+            &vec![0; 1 << 20],
+        )?);
+    }
+    harness
+        .wait_stats("frames queued", |s| s.queued_bytes > 1 << 20)
+        .await;
+    harness.relay.shutdown();
+    // Without the deadline this would wait for the hour-long stall timeout.
+    let exit = tokio::time::timeout(HANG_GUARD, harness.relay.join()).await?;
+    assert!(matches!(exit, Ok(RelayExit::Shutdown)), "{exit:?}");
+    drop(sleeper);
+    Ok(())
+}
