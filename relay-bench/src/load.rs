@@ -22,6 +22,10 @@ pub(crate) struct Conn {
     pub(crate) stream: UnixStream,
     /// The first id of the client's range.
     pub(crate) id: u32,
+    /// Open streams as sessions (`SESSION_START`): what flow control needs,
+    /// as the relay credits only sessions. Off by default: a session left
+    /// open keeps its slot in quarantine after the client goes.
+    pub(crate) sessions: bool,
     scanner: Scanner,
 }
 
@@ -52,6 +56,7 @@ impl Conn {
                 return Ok(Conn {
                     stream,
                     id: ids.first(),
+                    sessions: false,
                     scanner,
                 });
             }
@@ -60,6 +65,17 @@ impl Conn {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
             buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// The request for a stream of `total` bytes in `frame_len`-byte frames
+    /// toward this client's first id (opening a session if `sessions`).
+    pub(crate) fn source_request(&self, total: u64, frame_len: usize) -> Vec<u8> {
+        let request = wire::source_request(self.id, total, frame_len as u32);
+        if self.sessions {
+            wire::opening_session(request)
+        } else {
+            request
         }
     }
 
@@ -200,7 +216,7 @@ pub(crate) struct Received {
 /// Asks the agent for `total` bytes in `frame_len`-byte frames and reads
 /// them all, or until the relay closes the connection.
 pub(crate) fn bulk_down(conn: &mut Conn, total: u64, frame_len: usize) -> io::Result<Received> {
-    let request = wire::source_request(conn.id, total, frame_len as u32);
+    let request = conn.source_request(total, frame_len);
     let start = Instant::now();
     conn.stream.write_all(&request)?;
     let mut bytes = 0;
@@ -224,8 +240,66 @@ pub(crate) fn bulk_down(conn: &mut Conn, total: u64, frame_len: usize) -> io::Re
     })
 }
 
+/// A client that reads a stream of `total` bytes on a thread, no faster
+/// than `rate` bytes per second (it sleeps whenever it is ahead), until the
+/// stream's end or until the relay cuts it off.
+#[derive(Debug)]
+pub(crate) struct SlowReader {
+    thread: JoinHandle<io::Result<Received>>,
+}
+
+impl SlowReader {
+    pub(crate) fn start(
+        mut conn: Conn,
+        total: u64,
+        frame_len: usize,
+        rate: f64,
+    ) -> io::Result<SlowReader> {
+        conn.stream
+            .write_all(&conn.source_request(total, frame_len))?;
+        // A hang guard: far longer than the throttled read takes.
+        let guard = Duration::from_secs_f64(total as f64 / rate) * 4 + Duration::from_secs(30);
+        conn.stream.set_read_timeout(Some(guard))?;
+        let thread = std::thread::spawn(move || {
+            let start = Instant::now();
+            let mut bytes = 0;
+            let cut_off = loop {
+                let (n, fin) = conn.take_frames(wire::FIN);
+                bytes += n;
+                if fin {
+                    break false;
+                }
+                let due = Duration::from_secs_f64(bytes as f64 / rate);
+                if let Some(ahead) = due.checked_sub(start.elapsed()) {
+                    std::thread::sleep(ahead);
+                }
+                match conn.scanner.fill(&mut conn.stream) {
+                    Ok(0) => break true,
+                    Ok(_) => {}
+                    Err(error) if error.kind() == io::ErrorKind::ConnectionReset => break true,
+                    Err(error) => return Err(error),
+                }
+            };
+            Ok(Received {
+                elapsed: start.elapsed(),
+                bytes,
+                cut_off,
+            })
+        });
+        Ok(SlowReader { thread })
+    }
+
+    /// Waits for the end of the stream (or the cut-off).
+    pub(crate) fn finish(self) -> io::Result<Received> {
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("slow reader panicked")))
+    }
+}
+
 /// A client that reads an endless stream on a thread until told to stop,
-/// then stops the stream and drains it.
+/// then stops the stream and drains it (for at most `drain`: a frozen relay
+/// never delivers its end).
 #[derive(Debug)]
 pub(crate) struct Streamer {
     stop: Arc<AtomicBool>,
@@ -233,14 +307,11 @@ pub(crate) struct Streamer {
 }
 
 impl Streamer {
-    pub(crate) fn start(mut conn: Conn, frame_len: usize) -> io::Result<Streamer> {
+    pub(crate) fn start(mut conn: Conn, frame_len: usize, drain: Duration) -> io::Result<Streamer> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        conn.stream.write_all(&wire::source_request(
-            conn.id,
-            wire::ENDLESS,
-            frame_len as u32,
-        ))?;
+        conn.stream
+            .write_all(&conn.source_request(wire::ENDLESS, frame_len))?;
         conn.stream
             .set_read_timeout(Some(Duration::from_millis(100)))?;
         let thread = std::thread::spawn(move || {
@@ -257,9 +328,8 @@ impl Streamer {
             let elapsed = start.elapsed();
             conn.stream
                 .write_all(&wire::stop_request(conn.id, conn.id))?;
-            // Drain up to the end of the stream, or give up after a while
-            // (a frozen relay never delivers it).
-            let deadline = Instant::now() + Duration::from_secs(1);
+            // Drain up to the end of the stream, or give up after a while.
+            let deadline = Instant::now() + drain;
             while Instant::now() < deadline {
                 match conn.wait_for(wire::FIN) {
                     Ok(_) => break,

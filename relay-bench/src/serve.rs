@@ -12,11 +12,10 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use relay_codec::payload::Ready;
-use relay_codec::{Frame, Handshake, LEGACY_SLOTS, LEGACY_STEP, Message, bounds_slot_range};
+use relay_codec::{Frame, Handshake, LEGACY_SLOTS, LEGACY_STEP, bounds_slot_range};
 use relay_server::{HandshakeForm, Relay, RelayConfig, StatsHandle};
 
-use crate::agent;
+use crate::agent::{self, Setup};
 use crate::naive;
 use crate::transport::{DeviceWait, RingRead, RingWrite};
 
@@ -102,7 +101,8 @@ pub(crate) enum Device {
     /// The bench agent ([`crate::agent`]) on a thread.
     Bench,
     /// The reference agent (relay-agent) as a child process whose stdio is
-    /// pumped into the ring; ours only.
+    /// pumped into the ring; ours only. It offers flow control with its
+    /// default window (1 MiB) whatever `flow` says.
     Agent,
 }
 
@@ -130,6 +130,9 @@ pub(crate) struct ServeOptions {
     /// `MALLOC_ARENA_MAX` for the process (an environment variable, not an
     /// argument); `None` leaves glibc's default (arenas per thread).
     pub(crate) malloc_arenas: Option<u32>,
+    /// The bench agent offers flow control with this window (ours only:
+    /// no other implementation returns credit).
+    pub(crate) flow: Option<u32>,
 }
 
 impl ServeOptions {
@@ -145,6 +148,7 @@ impl ServeOptions {
             client_budget: 16 << 20,
             total_budget: 256 << 20,
             malloc_arenas: None,
+            flow: None,
         }
     }
 
@@ -172,6 +176,7 @@ impl ServeOptions {
             format!("--ring={}", self.ring),
             format!("--client-budget={}", self.client_budget),
             format!("--total-budget={}", self.total_budget),
+            format!("--flow={}", self.flow.unwrap_or(0)),
         ]
     }
 
@@ -205,6 +210,10 @@ impl ServeOptions {
                 "--ring" => opts.ring = number()?,
                 "--client-budget" => opts.client_budget = number()?,
                 "--total-budget" => opts.total_budget = number()?,
+                "--flow" => {
+                    let window = u32::try_from(number()?).map_err(|_| bad())?;
+                    opts.flow = (window > 0).then_some(window);
+                }
                 _ => return Err(format!("unknown option `{key}`")),
             }
         }
@@ -213,18 +222,6 @@ impl ServeOptions {
         }
         Ok(opts)
     }
-}
-
-/// The `core.ready` frame the bench agent sends.
-pub(crate) fn ready_frame() -> Frame {
-    Message::Ready(Ready {
-        boot_time_ns: 1,
-        init_time_ns: 2,
-        ready_time_ns: 3,
-        flow: None,
-    })
-    .to_frame(0)
-    .unwrap_or_else(|_| unreachable!("a ready message always encodes"))
 }
 
 /// Runs `serve` until stdin ends.
@@ -236,9 +233,9 @@ pub(crate) fn run(opts: &ServeOptions) -> Result<(), String> {
         Impl::Naive => {
             let runtime = runtime(opts.runtime).map_err(|e| fail("runtime", &e))?;
             let (device, end) = naive::duplex().map_err(|e| fail("queues", &e))?;
-            let ready = ready_frame();
+            // The naive relay knows nothing of flow control.
             std::thread::spawn(move || {
-                agent::serve(device.rx, Box::new(device.tx), Some(ready.as_wire()))
+                agent::serve(device.rx, Box::new(device.tx), Setup::behind_relay(None))
             });
             runtime
                 .block_on(async {
@@ -256,12 +253,12 @@ pub(crate) fn run(opts: &ServeOptions) -> Result<(), String> {
                 Device::Bench => {
                     let (rx, tx) = device.split();
                     let wait = opts.wait;
-                    let ready = ready_frame();
+                    let setup = Setup::behind_relay(opts.flow);
                     std::thread::spawn(move || {
                         agent::serve(
                             RingRead { inner: rx, wait },
                             Box::new(RingWrite { inner: tx, wait }),
-                            Some(ready.as_wire()),
+                            setup,
                         )
                     });
                 }
@@ -336,7 +333,7 @@ fn announce(stats: Option<StatsHandle>) {
 fn serve_raw(opts: &ServeOptions) -> io::Result<()> {
     let listener = UnixListener::bind(&opts.socket)?;
     announce(None);
-    let ready = Arc::new(ready_frame());
+    let ready = Arc::new(agent::ready_frame(None));
     let form = opts.form;
     for (slot, stream) in (0u32..).zip(listener.incoming()) {
         let stream = stream?;
@@ -345,7 +342,7 @@ fn serve_raw(opts: &ServeOptions) -> io::Result<()> {
             let mut stream: UnixStream = stream;
             stream.write_all(&form.greeting(slot, &ready))?;
             let reader = stream.try_clone()?;
-            agent::serve(reader, Box::new(stream), None)
+            agent::serve(reader, Box::new(stream), Setup::RAW)
         });
     }
     Ok(())
@@ -424,6 +421,7 @@ mod tests {
         opts.device = Device::Agent;
         opts.runtime = Runtime::Current;
         opts.client_budget = 5;
+        opts.flow = Some(1 << 20);
         let args = opts.to_args();
         assert_eq!(args[0], "serve");
         let back = ServeOptions::parse(&args[1..]).unwrap();
@@ -433,7 +431,7 @@ mod tests {
 
     #[test]
     fn greetings_decode_as_the_form_they_were_made_in() {
-        let ready = ready_frame();
+        let ready = agent::ready_frame(None);
         let legacy = Form::Legacy.greeting(3, &ready);
         let (handshake, frame, used) = Handshake::decode(&legacy).unwrap().unwrap();
         assert_eq!(
@@ -446,5 +444,66 @@ mod tests {
         let bounds = Form::Bounds(128).greeting(127, &ready);
         let (handshake, _, _) = Handshake::decode(&bounds).unwrap().unwrap();
         assert!(matches!(handshake, Handshake::Bounds { .. }));
+    }
+
+    /// The bench agent with flow control behind the real relay: a stream of
+    /// many windows arrives whole only if credit makes the round trip.
+    #[test]
+    fn a_flow_controlled_stream_of_many_windows_crosses_our_relay() {
+        use crate::load::{self, Conn};
+        use crate::transport::{DeviceWait, RingRead, RingWrite};
+        use crate::wire;
+
+        let dir = std::env::temp_dir().join(format!("relay-bench-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("relay.sock");
+        let window = 64 * 1024;
+        let (device, relay_end) = relay_ring::duplex(64 * 1024).unwrap();
+        let (rx, tx) = device.split();
+        let wait = DeviceWait::Park;
+        std::thread::spawn(move || {
+            agent::serve(
+                RingRead { inner: rx, wait },
+                Box::new(RingWrite { inner: tx, wait }),
+                Setup::behind_relay(Some(window)),
+            )
+        });
+        let config = RelayConfig::new(&socket);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let relay = std::thread::spawn(move || {
+            let runtime = runtime(Runtime::Current).unwrap();
+            runtime.block_on(async move {
+                let mut relay = Relay::start_on_ring(config, relay_end).unwrap();
+                assert!(relay.ready().await);
+                ready_tx
+                    .send((relay.stats_handle(), relay.shutdown_handle()))
+                    .unwrap();
+                relay.join().await.map(|_| ())
+            })
+        });
+        let (stats, shutdown) = ready_rx.recv().unwrap();
+
+        let mut conn = Conn::connect(&socket).unwrap();
+        conn.sessions = true;
+        let total = 64 * u64::from(window);
+        let got = load::bulk_down(&mut conn, total, 4096).unwrap();
+        assert!(!got.cut_off);
+        assert_eq!(
+            got.bytes,
+            total + wire::MIN_TAGGED as u64,
+            "every frame and the end"
+        );
+        // A second stream on the same session goes on with its credit.
+        let again = load::bulk_down(&mut conn, total, 4096).unwrap();
+        assert_eq!(again.bytes, got.bytes);
+        let flow = stats.stats().flow.unwrap();
+        assert_eq!(flow.window, window);
+        assert!(flow.credits_sent >= 2 * 64, "{flow:?}");
+
+        drop(conn);
+        shutdown.shutdown();
+        relay.join().unwrap().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

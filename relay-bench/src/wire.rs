@@ -15,6 +15,10 @@
 //!
 //! A stream sends `total / frame` frames of `frame` wire bytes to the id of
 //! the `s` frame, then `f`; `total = u64::MAX` streams until stopped.
+//!
+//! Frames with the `FLOW_CONTROL` flags bit are not tagged: they are our
+//! relay's `core.flow.credit` messages to a bench agent that offered flow
+//! control, and carry an ordinary CBOR body.
 
 use std::io::{self, Read};
 
@@ -66,6 +70,15 @@ pub(crate) fn source_request(id: u32, total: u64, frame_len: u32) -> Vec<u8> {
     out
 }
 
+/// `frame` with the `SESSION_START` flag: a stream request that opens a
+/// session, as flow control needs (the relay credits sessions only).
+pub(crate) fn opening_session(mut frame: Vec<u8>) -> Vec<u8> {
+    if let Some(flags) = frame.get_mut(WIRE_HEADER_SIZE - 1) {
+        *flags = relay_codec::Flags::SESSION_START.bits();
+    }
+    frame
+}
+
 /// The `q` frame (sent on `id`) that stops the stream toward `target`.
 pub(crate) fn stop_request(id: u32, target: u32) -> Vec<u8> {
     let mut out = frame(id, STOP, MIN_TAGGED + 4);
@@ -78,6 +91,9 @@ pub(crate) fn stop_request(id: u32, target: u32) -> Vec<u8> {
 pub(crate) struct Header {
     /// The correlation id.
     pub(crate) id: u32,
+    /// The flags byte (the bench's own frames carry none; the relay's
+    /// credit frames carry `FLOW_CONTROL`).
+    pub(crate) flags: u8,
     /// The first body byte (0 for a frame without a body).
     pub(crate) tag: u8,
     /// Bytes on the wire, length prefix included.
@@ -97,6 +113,7 @@ impl Header {
         Header {
             wire_len: word(0) as usize + LEN_PREFIX_SIZE,
             id: word(LEN_PREFIX_SIZE),
+            flags: bytes.get(WIRE_HEADER_SIZE - 1).copied().unwrap_or(0),
             tag: bytes.get(WIRE_HEADER_SIZE).copied().unwrap_or(0),
         }
     }
@@ -281,10 +298,30 @@ mod tests {
     }
 
     #[test]
+    fn credit_frames_are_known_by_their_flags_byte() {
+        use relay_codec::{Flags, Message, payload::FlowCredit};
+        let credit = Message::FlowCredit(FlowCredit { bytes: 65_536 })
+            .to_frame(42)
+            .unwrap();
+        let header = Header::parse(credit.as_wire());
+        assert_eq!(header.id, 42);
+        assert!(Flags::from_bits(header.flags).contains(Flags::FLOW_CONTROL));
+        assert_eq!(header.wire_len, credit.as_wire().len());
+    }
+
+    #[test]
     fn commands_carry_their_arguments() {
         let request = source_request(5, ENDLESS, 65536);
         assert_eq!(Header::parse(&request).tag, SOURCE);
         assert_eq!(source_args(&request), Some((ENDLESS, 65536)));
+        let opening = opening_session(request.clone());
+        assert_eq!(
+            relay_codec::Frame::from_wire(opening.clone().into())
+                .unwrap()
+                .flags(),
+            relay_codec::Flags::SESSION_START
+        );
+        assert_eq!(source_args(&opening), source_args(&request));
         let stop = stop_request(5, 99);
         assert_eq!(Header::parse(&stop).wire_len, stop.len());
         assert_eq!(stop_target(&stop), Some(99));
@@ -295,6 +332,7 @@ mod tests {
         let bytes = frame(0x0102_0304, ECHO, 64);
         assert_eq!(bytes.len(), 64);
         assert_eq!(&bytes[..9], &[0, 0, 0, 60, 1, 2, 3, 4, 0]);
+        assert_eq!(Header::parse(&bytes).flags, 0);
         let parsed = relay_codec::Frame::from_wire(bytes.into()).unwrap();
         assert_eq!(parsed.id(), 0x0102_0304);
         assert_eq!(parsed.body()[0], ECHO);
