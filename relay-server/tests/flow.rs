@@ -13,7 +13,7 @@ use std::time::Duration;
 use relay_codec::payload::{ExecExited, FlowCredit, FlowWindow, Ready};
 use relay_codec::{Flags, Frame, Message};
 use relay_server::RelayExit;
-use support::{HANG_GUARD, Harness, silent};
+use support::{HANG_GUARD, Harness, TestClient, silent};
 
 type Test = Result<(), Box<dyn std::error::Error>>;
 
@@ -32,8 +32,9 @@ async fn flow_harness(window: u32) -> Harness {
     Harness::start_with_ready(1 << 16, ready_with_flow(window), |c| c, silent()).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_frame_held_for_credit_goes_once_the_agent_returns_credit() -> Test {
+/// A session (window 4 KiB) whose second 5,000-byte frame the relay holds
+/// for credit.
+async fn held_frame() -> (Harness, TestClient, u32) {
     let harness = flow_harness(4096).await;
     let mut client = harness.client().await;
     let id = client.ids.first();
@@ -43,6 +44,12 @@ async fn a_frame_held_for_credit_goes_once_the_agent_returns_credit() -> Test {
     harness
         .wait_stats("a held frame", |s| s.flow.unwrap().client_waits > 0)
         .await;
+    (harness, client, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_held_for_credit_goes_once_the_agent_returns_credit() -> Test {
+    let (harness, _client, id) = held_frame().await;
     assert_eq!(
         harness.agent.received().len(),
         2,
@@ -61,15 +68,7 @@ async fn a_frame_held_for_credit_goes_once_the_agent_returns_credit() -> Test {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_that_ends_releases_the_frame_held_for_it_and_its_client_can_leave() -> Test {
-    let harness = flow_harness(4096).await;
-    let mut client = harness.client().await;
-    let id = client.ids.first();
-    client.frame(id, Flags::SESSION_START, b"request").await;
-    client.frame(id, Flags::NONE, &[1; 5000]).await;
-    client.frame(id, Flags::NONE, &[2; 5000]).await;
-    harness
-        .wait_stats("a held frame", |s| s.flow.unwrap().client_waits > 0)
-        .await;
+    let (harness, mut client, id) = held_frame().await;
     // The process exits without reading: no credit will ever come back.
     harness
         .agent
