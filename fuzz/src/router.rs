@@ -662,6 +662,9 @@ fn agent_frame(
     let expected = if id == 0 {
         model.counters.agent_control_frames += 1;
         AgentVerdict::Control
+    } else if id == u32::MAX {
+        model.counters.agent_frames_dropped_reserved += 1;
+        AgentVerdict::Drop(DropReason::Reserved)
     } else if let Some(index) = model.slot_of(id) {
         let slot = &mut model.slots[index];
         if flags.contains(Flags::TERMINAL) && slot.sessions.remove(&id) {
@@ -793,6 +796,7 @@ fn check_state(router: &Router, model: &Model, previous: &RouterCounters) -> Res
             c.agent_frames_dropped_free,
             c.agent_frames_dropped_quarantined,
             c.agent_frames_dropped_no_slot,
+            c.agent_frames_dropped_reserved,
             c.quarantines_expired,
         ]
     };

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use relay_codec::payload::{ExecRequest, FsRequest, FsResponse};
 use relay_codec::{
-    CodecError, Envelope, FS_CHUNK_SIZE, Flags, Frame, FrameCodec, FrameError, Message,
-    MessageError, MessageType,
+    CONNECTION_ID, CodecError, Envelope, FS_CHUNK_SIZE, Flags, Frame, FrameCodec, FrameError,
+    Message, MessageError, MessageType,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
@@ -67,8 +67,11 @@ pub struct AgentConfig {
     /// Per-session credit offered to the relay in `core.ready`: bytes in
     /// flight per session and direction. With it, a slow client throttles
     /// only its own session's process instead of being cut off, and the
-    /// console reader never waits for one session. `None` speaks plain
-    /// generation 1. Default 1 MiB.
+    /// console reader never waits for one session. The offer binds nothing
+    /// until the relay answers `core.flow.accept` (with the window it
+    /// chose): before that, and for ever behind a relay that does not know
+    /// the extension, the agent speaks plain generation 1 (no credit frames,
+    /// nothing held). `None` makes no offer. Default `Some(1 MiB)`.
     pub flow_window: Option<u32>,
 }
 
@@ -210,16 +213,7 @@ impl Agent {
             .map_err(Stop::Encode)?;
         outbound.send(ready).await.map_err(|_| Stop::WriterGone)?;
         info!(flow_window = ?self.config.flow_window, "ready");
-        let flow = self.config.flow_window.map(FlowControl::new);
-        let credit_stop = CancellationToken::new();
-        let credit_task = flow.as_ref().map(|flow| {
-            tokio::spawn(return_credit(
-                Arc::clone(flow),
-                outbound.clone(),
-                credit_stop.clone(),
-            ))
-        });
-        let mut sessions = Sessions::new(&self.config, outbound, flow);
+        let mut sessions = Sessions::new(&self.config, outbound);
         let mut frames = FramedRead::new(reader, FrameCodec::new());
         let end = loop {
             tokio::select! {
@@ -254,10 +248,6 @@ impl Agent {
             }
         };
         sessions.end_all().await;
-        credit_stop.cancel();
-        if let Some(task) = credit_task {
-            let _ = task.await;
-        }
         end
     }
 }
@@ -292,8 +282,14 @@ struct Entry {
 #[derive(Debug)]
 struct Sessions {
     outbound: Outbound,
-    /// Credit with the relay, when flow control is on.
+    /// The window offered in `core.ready`, if any.
+    offered: Option<u32>,
+    /// Credit with the relay, once the relay accepted the offer. Sessions
+    /// opened before that carry no credit.
     flow: Option<Arc<FlowControl>>,
+    /// The task returning credit to the relay, once accepted.
+    credit_task: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+    input_queue_floor: usize,
     cancel: CancellationToken,
     map: HashMap<u32, Entry>,
     tasks: JoinSet<u32>,
@@ -304,22 +300,17 @@ struct Sessions {
 }
 
 impl Sessions {
-    fn new(config: &AgentConfig, outbound: Outbound, flow: Option<Arc<FlowControl>>) -> Sessions {
-        // With credit, a session's queue must hold what the relay may have in
-        // flight (a window plus one maximal frame) so the reader never waits.
-        let input_queue_bytes = match &flow {
-            Some(flow) => config
-                .input_queue_bytes
-                .max(flow.window() as usize + relay_codec::MAX_FRAME_SIZE + INPUT_SLACK),
-            None => config.input_queue_bytes,
-        };
+    fn new(config: &AgentConfig, outbound: Outbound) -> Sessions {
         Sessions {
             outbound,
-            flow,
+            offered: config.flow_window,
+            flow: None,
+            credit_task: None,
+            input_queue_floor: config.input_queue_bytes,
             cancel: CancellationToken::new(),
             map: HashMap::new(),
             tasks: JoinSet::new(),
-            input_queue_bytes,
+            input_queue_bytes: config.input_queue_bytes,
             output_chunk: config.output_chunk,
             fs_chunk: config.fs_chunk,
             max_sessions: config.max_sessions,
@@ -342,12 +333,23 @@ impl Sessions {
                 return None;
             }
         };
-        if let Message::FlowCredit(credit) = message {
-            match self.map.get(&id).and_then(|entry| entry.state.flow()) {
-                Some(flow) => flow.grant(credit.bytes),
-                None => debug!(id, "credit for no open session; ignored"),
+        match message {
+            Message::FlowAccept(accept) if id == CONNECTION_ID => {
+                self.accept_flow(accept.window);
+                return None;
             }
-            return None;
+            Message::FlowCredit(credit) if id == CONNECTION_ID => {
+                match self
+                    .map
+                    .get(&credit.id)
+                    .and_then(|entry| entry.state.flow())
+                {
+                    Some(flow) => flow.grant(credit.bytes),
+                    None => debug!(id = credit.id, "credit for no credited session; ignored"),
+                }
+                return None;
+            }
+            _ => {}
         }
         let len = frame.wire_len();
         match message {
@@ -379,6 +381,31 @@ impl Sessions {
         }
         self.credit(id, len);
         None
+    }
+
+    /// The relay took up the offer: sessions opened from now on carry
+    /// credit. Ignored without an offer, or when already accepted (a relay
+    /// that repeats itself does not reset sessions' credit).
+    fn accept_flow(&mut self, window: u32) {
+        if self.offered.is_none() || self.flow.is_some() {
+            debug!(window, "flow-control acceptance not asked for; ignored");
+            return;
+        }
+        info!(window, "relay accepted flow control");
+        let flow = FlowControl::new(window);
+        // A session's queue must hold what the relay may have in flight (a
+        // window plus one maximal frame) so the reader never waits.
+        self.input_queue_bytes = self
+            .input_queue_floor
+            .max(flow.window() as usize + relay_codec::MAX_FRAME_SIZE + INPUT_SLACK);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(return_credit(
+            Arc::clone(&flow),
+            self.outbound.clone(),
+            stop.clone(),
+        ));
+        self.credit_task = Some((stop, task));
+        self.flow = Some(flow);
     }
 
     /// A frame of `len` bytes on session `id` was dealt with: its credit
@@ -658,5 +685,9 @@ impl Sessions {
             }
         }
         self.map.clear();
+        if let Some((stop, task)) = self.credit_task.take() {
+            stop.cancel();
+            let _ = task.await;
+        }
     }
 }

@@ -1,5 +1,5 @@
 //! Per-session credit with the relay (an extension offered in `core.ready`
-//! as `flow: {window}`).
+//! as `flow: {window}`, in force once the relay answers `core.flow.accept`).
 //!
 //! - Output: a session may have `window` bytes of frames in flight toward
 //!   the relay plus the credit the relay has returned; out of credit, its
@@ -8,13 +8,14 @@
 //! - Input: the relay charges every frame it forwards on a session. Each
 //!   frame's bytes are credited back once delivered: stdin and upload data
 //!   when written to the process or file, anything else at once. Credit
-//!   goes back in `core.flow.credit` frames once half a window is owed.
+//!   goes back in `core.flow.credit` frames (on the connection id, naming
+//!   the session) once half a window is owed.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use relay_codec::Message;
 use relay_codec::payload::FlowCredit;
+use relay_codec::{CONNECTION_ID, Message};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -158,7 +159,11 @@ pub(crate) async fn return_credit(
                 continue;
             }
             let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
-            let frame = match Message::FlowCredit(FlowCredit { bytes }).to_frame(session.id) {
+            let credit = FlowCredit {
+                id: session.id,
+                bytes,
+            };
+            let frame = match Message::FlowCredit(credit).to_frame(CONNECTION_ID) {
                 Ok(frame) => frame,
                 Err(err) => {
                     debug!(%err, "cannot encode a credit frame");

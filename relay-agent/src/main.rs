@@ -50,6 +50,13 @@ struct Args {
     /// With --init-agent: when PID 1 finished setting up (ns of CLOCK_BOOTTIME).
     #[arg(long, requires = "init_agent", hide = true)]
     init_time_ns: Option<u64>,
+    /// Bytes of per-session credit to offer the relay in core.ready; the
+    /// offer binds only once the relay accepts it.
+    #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
+    flow_window: u32,
+    /// Offer no flow control: plain generation 1 whatever the relay knows.
+    #[arg(long)]
+    no_flow: bool,
 }
 
 impl Args {
@@ -65,7 +72,7 @@ impl Args {
 
 fn main() -> ExitCode {
     // First, so `init_time_ns` is as close to the process start as can be.
-    let agent = Agent::new(AgentConfig::default());
+    let times = BootTimes::capture();
     let pid1 = std::process::id() == 1;
     // The kernel starts /init without arguments.
     if pid1 && std::env::args_os().len() == 1 {
@@ -86,6 +93,13 @@ fn main() -> ExitCode {
         error!("--init runs only as PID 1 (the /init of a VM)");
         return ExitCode::from(2);
     }
+    let agent = Agent::with_boot_times(
+        AgentConfig {
+            flow_window: (!args.no_flow).then_some(args.flow_window),
+            ..AgentConfig::default()
+        },
+        times,
+    );
     let transport = args.transport();
 
     let Some(runtime) = runtime() else {

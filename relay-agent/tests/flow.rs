@@ -1,5 +1,6 @@
-//! Per-session credit: the agent offers it in `core.ready`, waits for it
-//! before sending output, and returns it as it delivers input.
+//! Per-session credit: the agent offers it in `core.ready`, and once the
+//! relay accepts, waits for it before sending output and returns it as it
+//! delivers input. Without the acceptance it is plain generation 1.
 
 #![allow(
     clippy::unwrap_used,
@@ -13,11 +14,12 @@ use std::time::Duration;
 use common::Host;
 use relay_agent::AgentConfig;
 use relay_codec::payload::{ExecRequest, FlowCredit, FlowWindow};
-use relay_codec::{Flags, Frame, MAX_FRAME_SIZE, Message};
+use relay_codec::{CONNECTION_ID, Flags, Frame, MAX_FRAME_SIZE, Message};
 
 const WINDOW: u32 = 256 * 1024;
 
-async fn host() -> Host {
+/// An agent offering `WINDOW`, whose offer nobody has answered yet.
+async fn offering_host() -> Host {
     Host::start_with(AgentConfig {
         flow_window: Some(WINDOW),
         output_chunk: 16 * 1024,
@@ -26,14 +28,71 @@ async fn host() -> Host {
     .await
 }
 
+/// An agent whose offer the host accepted.
+async fn host() -> Host {
+    let host = offering_host().await;
+    host.accept_flow(WINDOW).await;
+    host
+}
+
 fn credit_bytes(frame: &Frame) -> Option<u32> {
     match Message::from_frame(frame).unwrap() {
-        Message::FlowCredit(FlowCredit { bytes }) => {
-            assert_eq!(frame.flags(), Flags::FLOW_CONTROL);
+        Message::FlowCredit(FlowCredit { bytes, .. }) => {
+            assert_eq!(
+                frame.id(),
+                CONNECTION_ID,
+                "credit travels on the connection id"
+            );
+            assert_eq!(frame.flags(), Flags::NONE, "and claims no flag bit");
             Some(bytes)
         }
         _ => None,
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_nobody_accepts_leaves_plain_generation_one() {
+    let host = offering_host().await;
+    let total = 8 * WINDOW as usize;
+    // Output: far more than a window arrives without any credit.
+    let mut session = host
+        .exec(ExecRequest::new(
+            "head",
+            ["-c", &total.to_string(), "/dev/zero"],
+        ))
+        .await;
+    let mut received = 0;
+    loop {
+        match Message::from_frame(&session.next_frame().await).unwrap() {
+            Message::ExecStdout(data) => received += data.data.len(),
+            Message::ExecExited(exited) => break assert_eq!(exited.code, 0),
+            Message::FlowCredit(_) => panic!("credit without an acceptance"),
+            _ => {}
+        }
+    }
+    assert_eq!(received, total);
+    // Input: a window's worth of stdin is never credited back.
+    let mut sink = host.exec(ExecRequest::new("sh", ["-c", "wc -c"])).await;
+    sink.started().await;
+    for _ in 0..16 {
+        host.stdin(sink.id, &[3u8; 64 * 1024]).await;
+    }
+    host.stdin(sink.id, b"").await;
+    let mut stdout = Vec::new();
+    loop {
+        match Message::from_frame(&sink.next_frame().await).unwrap() {
+            Message::ExecStdout(data) => stdout.extend(data.data),
+            Message::ExecExited(_) => break,
+            Message::FlowCredit(_) => panic!("credit without an acceptance"),
+            _ => {}
+        }
+    }
+    assert_eq!(String::from_utf8(stdout).unwrap().trim(), "1048576");
+    let (_, stray) = host.close().await;
+    assert!(
+        stray.iter().all(|f| f.id() != CONNECTION_ID),
+        "nothing on the connection id: {stray:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,26 +141,14 @@ async fn output_stops_at_the_window_and_resumes_with_credit() {
     assert!(received < total);
 
     // Return credit as we consume, like a relay; everything arrives.
-    host.send(
-        Message::FlowCredit(FlowCredit {
-            bytes: in_flight as u32,
-        })
-        .to_frame(session.id)
-        .unwrap(),
-    )
-    .await;
+    host.credit(session.id, in_flight as u32).await;
     loop {
         let frame = session.next_frame().await;
         let len = frame.wire_len();
         match Message::from_frame(&frame).unwrap() {
             Message::ExecStdout(data) => {
                 received += data.data.len();
-                host.send(
-                    Message::FlowCredit(FlowCredit { bytes: len as u32 })
-                        .to_frame(session.id)
-                        .unwrap(),
-                )
-                .await;
+                host.credit(session.id, len as u32).await;
             }
             Message::ExecExited(exited) => {
                 assert_eq!(exited.code, 0);

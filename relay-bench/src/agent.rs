@@ -17,8 +17,9 @@
 //! on); it starts with `window` bytes of credit, its stream is sent only
 //! while that credit is positive (one frame may overshoot; `f` frames cost
 //! like any other, they carry no `TERMINAL` flag), and the reader adds the
-//! credit of the relay's `core.flow.credit` frames (told apart by the
-//! `FLOW_CONTROL` flags bit). A stream out of credit waits on the condvar;
+//! credit of the relay's `core.flow.credit` frames (on the connection id,
+//! naming the session). Credit applies only once the relay has answered
+//! the offer with `core.flow.accept`. A stream out of credit waits on the condvar;
 //! the others keep their turns. Frames on other ids are not flow
 //! controlled, as the relay credits only the sessions it tracks. The other
 //! way, the agent returns credit for the client frames of a session as it
@@ -35,7 +36,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
 use relay_codec::payload::{FlowCredit, FlowWindow, Ready};
-use relay_codec::{Flags, Frame, Message, WIRE_HEADER_SIZE};
+use relay_codec::{CONNECTION_ID, Flags, Frame, Message, WIRE_HEADER_SIZE};
 
 use crate::wire::{self, Item, Scanner};
 
@@ -45,10 +46,9 @@ pub(crate) struct Setup {
     /// Send `core.ready` first: behind a relay. The raw floor has its
     /// server send the greeting instead.
     pub(crate) ready: bool,
-    /// Offer flow control with this window (bytes per session) in `core.ready`.
-    /// Only our relay returns credit: the naive relay would forward the
-    /// offer to its clients and never answer it, so the agent would stop
-    /// after one window.
+    /// Offer flow control with this window (bytes per session) in
+    /// `core.ready`; in force once the relay accepts it (the naive relay
+    /// never does, and the agent then stays plain generation 1).
     pub(crate) flow: Option<u32>,
 }
 
@@ -140,11 +140,12 @@ pub(crate) fn serve(
     if setup.ready {
         writer.echo(ready_frame(setup.flow).as_wire())?;
     }
-    let streams = Arc::new(Streams::new(setup.flow));
+    let streams = Arc::new(Streams::new());
     let mut pump: Option<JoinHandle<()>> = None;
     let mut scanner = Scanner::new(READ_BUFFER);
     let mut out = Vec::new();
-    let flow = setup.flow.is_some();
+    // Set when the relay accepts the offer.
+    let mut flow = false;
     // Flow control only: what this batch of reads means for credit.
     let mut seen: Vec<Seen> = Vec::new();
     let result = loop {
@@ -166,9 +167,16 @@ pub(crate) fn serve(
                 }
             };
             let flags = Flags::from_bits(header.flags);
-            if flags.contains(Flags::FLOW_CONTROL) {
-                if let Ok(Message::FlowCredit(credit)) = Message::from_body(body(bytes)) {
-                    seen.push(Seen::Credit(header.id, credit.bytes));
+            if header.id == CONNECTION_ID {
+                match Message::from_body(body(bytes)) {
+                    Ok(Message::FlowAccept(accept)) if setup.flow.is_some() && !flow => {
+                        streams.enable_flow(accept.window);
+                        flow = true;
+                    }
+                    Ok(Message::FlowCredit(credit)) => {
+                        seen.push(Seen::Credit(credit.id, credit.bytes));
+                    }
+                    _ => {}
                 }
                 continue;
             }
@@ -210,7 +218,7 @@ pub(crate) fn serve(
         }
         if !seen.is_empty() {
             for (id, bytes) in streams.account(&seen) {
-                match Message::FlowCredit(FlowCredit { bytes }).to_frame(id) {
+                match Message::FlowCredit(FlowCredit { id, bytes }).to_frame(CONNECTION_ID) {
                     Ok(frame) => out.extend_from_slice(frame.as_wire()),
                     Err(_) => unreachable!("a credit message always encodes"),
                 }
@@ -362,17 +370,20 @@ struct Streams {
 }
 
 impl Streams {
-    fn new(flow: Option<u32>) -> Streams {
+    fn new() -> Streams {
         Streams {
-            state: Mutex::new(StreamState {
-                credit: flow.map(|window| Credit {
-                    window: window.max(1),
-                    sessions: HashMap::new(),
-                }),
-                ..StreamState::default()
-            }),
+            state: Mutex::new(StreamState::default()),
             wake: Condvar::new(),
         }
+    }
+
+    /// The relay accepted flow control with `window`: sessions opened from
+    /// now on carry credit.
+    fn enable_flow(&self, window: u32) {
+        lock(&self.state).credit = Some(Credit {
+            window: window.max(1),
+            sessions: HashMap::new(),
+        });
     }
 
     /// A client frame with `SESSION_START` arrived on `id` (flow control
@@ -526,7 +537,7 @@ mod tests {
     use std::os::unix::net::UnixStream;
     use std::time::Duration;
 
-    use relay_codec::payload::FlowCredit;
+    use relay_codec::payload::{FlowAccept, FlowCredit};
 
     use super::*;
 
@@ -580,11 +591,40 @@ mod tests {
     }
 
     fn credit(id: u32, bytes: u32) -> Vec<u8> {
-        Message::FlowCredit(FlowCredit { bytes })
-            .to_frame(id)
+        Message::FlowCredit(FlowCredit { id, bytes })
+            .to_frame(CONNECTION_ID)
             .unwrap()
             .as_wire()
             .to_vec()
+    }
+
+    /// What a relay that takes up the offer writes first.
+    fn accept(window: u32) -> Vec<u8> {
+        Message::FlowAccept(FlowAccept { window })
+            .to_frame(CONNECTION_ID)
+            .unwrap()
+            .as_wire()
+            .to_vec()
+    }
+
+    /// A stream of 30 frames (more than a window) on a session runs to its
+    /// end when nobody accepted the offer: plain generation 1.
+    #[test]
+    fn an_offer_nobody_accepts_holds_nothing_back() {
+        let (mut client, agent) = start(Setup::behind_relay(Some(10_000)));
+        let mut scanner = Scanner::new(1 << 16);
+        greeting(&mut client, &mut scanner);
+        client
+            .write_all(&wire::opening_session(wire::source_request(
+                4,
+                30 * 1000,
+                1000,
+            )))
+            .unwrap();
+        let seen = frames(&mut client, &mut scanner, wire::FIN);
+        assert_eq!(seen.len(), 31);
+        drop(client);
+        agent.join().unwrap().unwrap();
     }
 
     #[test]
@@ -639,6 +679,7 @@ mod tests {
             greeting(&mut client, &mut scanner),
             Some(FlowWindow { window: 10_000 })
         );
+        client.write_all(&accept(10_000)).unwrap();
         client
             .write_all(&wire::opening_session(wire::source_request(
                 4,
@@ -679,6 +720,7 @@ mod tests {
         let (mut client, agent) = start(Setup::behind_relay(Some(1000)));
         let mut scanner = Scanner::new(1 << 16);
         greeting(&mut client, &mut scanner);
+        client.write_all(&accept(1000)).unwrap();
         client
             .write_all(&wire::source_request(4, 20 * 1000, 1000))
             .unwrap();
@@ -693,6 +735,7 @@ mod tests {
         let (mut client, agent) = start(Setup::behind_relay(Some(1000)));
         let mut scanner = Scanner::new(1 << 16);
         greeting(&mut client, &mut scanner);
+        client.write_all(&accept(1000)).unwrap();
         client
             .write_all(&wire::opening_session(wire::source_request(
                 4,
@@ -733,7 +776,8 @@ mod tests {
 
     #[test]
     fn credit_is_kept_per_session_and_echoes_are_charged_to_theirs() {
-        let streams = Streams::new(Some(2500));
+        let streams = Streams::new();
+        streams.enable_flow(2500);
         streams.open(1);
         streams.open(2);
         streams.start(1, wire::ENDLESS, 1000);
@@ -762,7 +806,8 @@ mod tests {
 
     #[test]
     fn client_frames_of_a_session_are_credited_back_in_half_windows() {
-        let streams = Streams::new(Some(1000));
+        let streams = Streams::new();
+        streams.enable_flow(1000);
         streams.open(3);
         assert_eq!(
             streams.account(&[Seen::Input(3, 300), Seen::Input(9, 5000)]),
@@ -778,7 +823,7 @@ mod tests {
 
     #[test]
     fn without_flow_control_streams_never_wait_and_credit_is_ignored() {
-        let streams = Streams::new(None);
+        let streams = Streams::new();
         streams.open(1);
         streams.start(1, 3 * 1000, 1000);
         assert_eq!(

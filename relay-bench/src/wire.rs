@@ -16,9 +16,9 @@
 //! A stream sends `total / frame` frames of `frame` wire bytes to the id of
 //! the `s` frame, then `f`; `total = u64::MAX` streams until stopped.
 //!
-//! Frames with the `FLOW_CONTROL` flags bit are not tagged: they are our
-//! relay's `core.flow.credit` messages to a bench agent that offered flow
-//! control, and carry an ordinary CBOR body.
+//! Frames on the connection id (0) are not tagged: they are our relay's
+//! `core.flow.accept` and `core.flow.credit` messages to a bench agent that
+//! offered flow control, and carry an ordinary CBOR body.
 
 use std::io::{self, Read};
 
@@ -91,8 +91,8 @@ pub(crate) fn stop_request(id: u32, target: u32) -> Vec<u8> {
 pub(crate) struct Header {
     /// The correlation id.
     pub(crate) id: u32,
-    /// The flags byte (the bench's own frames carry none; the relay's
-    /// credit frames carry `FLOW_CONTROL`).
+    /// The flags byte (the bench's own frames carry none unless they open
+    /// a session).
     pub(crate) flags: u8,
     /// The first body byte (0 for a frame without a body).
     pub(crate) tag: u8,
@@ -298,14 +298,17 @@ mod tests {
     }
 
     #[test]
-    fn credit_frames_are_known_by_their_flags_byte() {
-        use relay_codec::{Flags, Message, payload::FlowCredit};
-        let credit = Message::FlowCredit(FlowCredit { bytes: 65_536 })
-            .to_frame(42)
-            .unwrap();
+    fn credit_frames_are_known_by_the_connection_id() {
+        use relay_codec::{CONNECTION_ID, Message, payload::FlowCredit};
+        let credit = Message::FlowCredit(FlowCredit {
+            id: 42,
+            bytes: 65_536,
+        })
+        .to_frame(CONNECTION_ID)
+        .unwrap();
         let header = Header::parse(credit.as_wire());
-        assert_eq!(header.id, 42);
-        assert!(Flags::from_bits(header.flags).contains(Flags::FLOW_CONTROL));
+        assert_eq!(header.id, CONNECTION_ID);
+        assert_eq!(header.flags, 0);
         assert_eq!(header.wire_len, credit.as_wire().len());
     }
 

@@ -112,31 +112,30 @@ pub const fn legacy_slot_of(id: u32) -> u32 {
     }
 }
 
-/// Splits `1..u32::MAX` into `slots` equal ranges for the bounds form.
+/// The bounds-form range of `slot`, exactly as microsandbox 0.7 issues it:
+/// with `S = u32::MAX / slots`, slot `k` owns `[k*S + 1, (k+1)*S)`.
 ///
-/// Returns the range of `slot`, or `None` when `slot >= slots` or `slots` is 0.
-/// Id 0 is kept out of every range, and so is `u32::MAX`, which the
-/// exclusive end of the bounds form cannot express.
+/// Returns `None` when `slot >= slots`, `slots` is 0, or the range would be
+/// empty (more than `u32::MAX / 2` slots). The ids `k*S` (0 among them) and
+/// the tail past `slots*S` belong to no slot; `u32::MAX` is always in the
+/// tail ([`RUNTIME_RESERVED_ID`](crate::RUNTIME_RESERVED_ID)).
 pub fn bounds_slot_range(slot: u32, slots: u32) -> Option<IdRange> {
     if slot >= slots {
         return None;
     }
-    let step = bounds_step(slots);
-    let first = 1 + slot * step;
-    IdRange::new(first, first + step - 1)
+    let step = u32::MAX / slots;
+    let start = slot * step;
+    IdRange::new(start + 1, start + step - 1)
 }
 
-/// The bounds-form slot an id belongs to, if any.
+/// The bounds-form slot an id belongs to, if any (see [`bounds_slot_range`]).
 pub fn bounds_slot_of(id: u32, slots: u32) -> Option<u32> {
-    if id == 0 || slots == 0 {
+    if slots == 0 {
         return None;
     }
-    let slot = (id - 1) / bounds_step(slots);
-    (slot < slots).then_some(slot)
-}
-
-fn bounds_step(slots: u32) -> u32 {
-    (u32::MAX - 1) / slots.max(1)
+    let step = u32::MAX / slots;
+    let slot = id / step;
+    (slot < slots && step > 1 && !id.is_multiple_of(step)).then_some(slot)
 }
 
 /// The id prefix a relay writes on accept.
@@ -178,8 +177,9 @@ impl Handshake {
 
     /// Appends the prefix and the ready frame.
     ///
-    /// A bounds range ending at `u32::MAX` is written with
-    /// `end_exclusive = u32::MAX`, dropping that single id.
+    /// A bounds range ending at `u32::MAX` (which [`bounds_slot_range`]
+    /// never issues) is written with `end_exclusive = u32::MAX`, dropping
+    /// that single id.
     pub fn encode(&self, ready: &Frame, dst: &mut BytesMut) {
         dst.reserve(self.prefix_len() + ready.wire_len());
         match *self {
@@ -272,19 +272,33 @@ mod tests {
     }
 
     #[test]
-    fn bounds_slots_never_include_id_zero_and_do_not_overlap() {
-        for slots in [1u32, 2, 16, 128, 1024] {
-            let mut previous_last = 0;
-            for slot in 0..slots {
-                let range = bounds_slot_range(slot, slots).unwrap();
-                assert_eq!(range.first(), previous_last + 1);
+    fn bounds_slots_are_upstreams_canonical_ranges() {
+        for slots in [1u32, 2, 3, 15, 16, 128, 1024, 65_535] {
+            let step = u32::MAX / slots;
+            for slot in [0, 1, slots / 2, slots - 1]
+                .into_iter()
+                .filter(|&s| s < slots)
+            {
+                let Some(range) = bounds_slot_range(slot, slots) else {
+                    panic!("slot {slot} of {slots} has no range");
+                };
+                // [k*S + 1, (k+1)*S), as microsandbox 0.7 validates them.
+                assert_eq!(range.first(), slot * step + 1);
+                assert_eq!(
+                    u64::from(range.last()) + 1,
+                    u64::from(slot + 1) * u64::from(step)
+                );
                 assert_eq!(bounds_slot_of(range.first(), slots), Some(slot));
                 assert_eq!(bounds_slot_of(range.last(), slots), Some(slot));
-                previous_last = range.last();
+                assert_eq!(bounds_slot_of(range.first() - 1, slots), None);
+                assert_eq!(bounds_slot_of(range.last() + 1, slots), None);
             }
             assert!(bounds_slot_range(slots, slots).is_none());
             assert_eq!(bounds_slot_of(0, slots), None);
+            assert_eq!(bounds_slot_of(u32::MAX, slots), None);
         }
+        assert!(bounds_slot_range(0, u32::MAX).is_none());
+        assert!(bounds_slot_range(0, 0).is_none());
     }
 
     #[test]

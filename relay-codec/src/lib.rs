@@ -33,7 +33,9 @@
 //! [`Envelope::parse`] accepts any type name, and raw frames never look at
 //! it, so a relay passes later generations' messages through unchanged.
 //! [`Message::from_frame`] is strict and returns
-//! [`MessageError::UnknownType`] for a name it does not know.
+//! [`MessageError::UnknownType`] for a name it does not know. Every flags
+//! bit passes through too: [`Flags`] names upstream's `BULK` bit but this
+//! project claims none of its own.
 #![forbid(unsafe_code)]
 
 mod codec;
@@ -53,6 +55,6 @@ pub use handshake::{
 };
 pub use message::{Envelope, Message, MessageType, data_frame, envelope_frame};
 pub use wire::{
-    FRAME_HEADER_SIZE, FS_CHUNK_SIZE, Flags, LEN_PREFIX_SIZE, MAX_BODY_SIZE, MAX_FRAME_SIZE,
-    PROTOCOL_VERSION, WIRE_HEADER_SIZE,
+    CONNECTION_ID, FRAME_HEADER_SIZE, FS_CHUNK_SIZE, Flags, LEN_PREFIX_SIZE, MAX_BODY_SIZE,
+    MAX_FRAME_SIZE, PROTOCOL_VERSION, RUNTIME_RESERVED_ID, WIRE_HEADER_SIZE,
 };

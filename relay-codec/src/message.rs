@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use crate::error::{FrameError, MessageError};
 use crate::frame::Frame;
 use crate::payload::{
-    Data, ExecExited, ExecRequest, ExecResize, ExecSignal, ExecStarted, FlowCredit, FsRequest,
-    FsResponse, Ready,
+    Data, ExecExited, ExecRequest, ExecResize, ExecSignal, ExecStarted, FlowAccept, FlowCredit,
+    FsRequest, FsResponse, Ready,
 };
 use crate::wire::{Flags, LEN_PREFIX_SIZE, MAX_BODY_SIZE, PROTOCOL_VERSION, WIRE_HEADER_SIZE};
 
@@ -49,8 +49,10 @@ pub enum MessageType {
     FsData,
     /// `core.fs.response`, agent to client.
     FsResponse,
-    /// `core.flow.credit`, between relay and agent only (an extension,
-    /// negotiated in `core.ready`; see [`FlowWindow`](crate::payload::FlowWindow)).
+    /// `core.flow.accept`, relay to agent (an extension: the answer to the
+    /// offer in `core.ready`, see [`FlowWindow`](crate::payload::FlowWindow)).
+    FlowAccept,
+    /// `core.flow.credit`, between relay and agent only, once accepted.
     FlowCredit,
 }
 
@@ -73,7 +75,7 @@ impl MessageType {
     ];
 
     /// Types this project adds to generation 1, used only when negotiated.
-    pub const EXTENSIONS: [MessageType; 1] = [MessageType::FlowCredit];
+    pub const EXTENSIONS: [MessageType; 2] = [MessageType::FlowAccept, MessageType::FlowCredit];
 
     /// The name carried in `"t"`.
     pub const fn wire_name(self) -> &'static str {
@@ -91,6 +93,7 @@ impl MessageType {
             MessageType::FsRequest => "core.fs.request",
             MessageType::FsData => "core.fs.data",
             MessageType::FsResponse => "core.fs.response",
+            MessageType::FlowAccept => "core.flow.accept",
             MessageType::FlowCredit => "core.flow.credit",
         }
     }
@@ -109,7 +112,6 @@ impl MessageType {
             MessageType::ExecExited | MessageType::FsResponse => Flags::TERMINAL,
             MessageType::ExecRequest | MessageType::FsRequest => Flags::SESSION_START,
             MessageType::Shutdown => Flags::SHUTDOWN,
-            MessageType::FlowCredit => Flags::FLOW_CONTROL,
             _ => Flags::NONE,
         }
     }
@@ -198,6 +200,8 @@ pub enum Message {
     FsData(Data),
     /// `core.fs.response`.
     FsResponse(FsResponse),
+    /// `core.flow.accept` (extension).
+    FlowAccept(FlowAccept),
     /// `core.flow.credit` (extension).
     FlowCredit(FlowCredit),
 }
@@ -219,6 +223,7 @@ impl Message {
             Message::FsRequest(_) => MessageType::FsRequest,
             Message::FsData(_) => MessageType::FsData,
             Message::FsResponse(_) => MessageType::FsResponse,
+            Message::FlowAccept(_) => MessageType::FlowAccept,
             Message::FlowCredit(_) => MessageType::FlowCredit,
         }
     }
@@ -245,6 +250,7 @@ impl Message {
             Message::ExecSignal(p) => to_cbor(t, p)?,
             Message::FsRequest(p) => to_cbor(t, p)?,
             Message::FsResponse(p) => to_cbor(t, p)?,
+            Message::FlowAccept(p) => to_cbor(t, p)?,
             Message::FlowCredit(p) => to_cbor(t, p)?,
         };
         raw_frame(t.wire_name(), id, flags, PayloadParts::Whole(&payload))
@@ -280,6 +286,7 @@ impl Message {
             MessageType::FsRequest => Message::FsRequest(from_cbor(t, p)?),
             MessageType::FsData => Message::FsData(from_cbor(t, p)?),
             MessageType::FsResponse => Message::FsResponse(from_cbor(t, p)?),
+            MessageType::FlowAccept => Message::FlowAccept(from_cbor(t, p)?),
             MessageType::FlowCredit => Message::FlowCredit(from_cbor(t, p)?),
         })
     }
@@ -525,16 +532,26 @@ mod tests {
     }
 
     #[test]
-    fn flow_credit_is_an_extension_with_its_own_flag() {
-        assert!(!MessageType::ALL.contains(&MessageType::FlowCredit));
-        assert_eq!(
-            MessageType::from_wire_name("core.flow.credit"),
-            Some(MessageType::FlowCredit)
-        );
-        let message = Message::FlowCredit(crate::payload::FlowCredit { bytes: 65_536 });
-        let frame = message.to_frame(9).unwrap();
-        assert_eq!(frame.flags(), Flags::FLOW_CONTROL);
-        assert_eq!(Message::from_frame(&frame).unwrap(), message);
+    fn flow_messages_are_extensions_that_claim_no_flag_bit() {
+        for (t, name) in [
+            (MessageType::FlowAccept, "core.flow.accept"),
+            (MessageType::FlowCredit, "core.flow.credit"),
+        ] {
+            assert!(!MessageType::ALL.contains(&t));
+            assert_eq!(MessageType::from_wire_name(name), Some(t));
+            assert_eq!(t.default_flags(), Flags::NONE);
+        }
+        for message in [
+            Message::FlowAccept(crate::payload::FlowAccept { window: 1 << 20 }),
+            Message::FlowCredit(crate::payload::FlowCredit {
+                id: 9,
+                bytes: 65_536,
+            }),
+        ] {
+            let frame = message.to_frame(crate::CONNECTION_ID).unwrap();
+            assert_eq!(frame.flags(), Flags::NONE);
+            assert_eq!(Message::from_frame(&frame).unwrap(), message);
+        }
     }
 
     #[test]

@@ -28,10 +28,23 @@ pub struct FlowWindow {
     pub window: u32,
 }
 
+/// `core.flow.accept`: the relay takes up the agent's flow-control offer,
+/// with the window both will use (the relay may clamp the offer). Sent on
+/// [`CONNECTION_ID`](crate::CONNECTION_ID) before any client frame; until
+/// it arrives the agent speaks plain generation 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowAccept {
+    /// Bytes of credit per session and direction.
+    pub window: u32,
+}
+
 /// `core.flow.credit`: lets the peer send `bytes` more bytes of frames on
-/// the session of the frame's id (relay and agent only).
+/// session `id`. Travels on [`CONNECTION_ID`](crate::CONNECTION_ID),
+/// between relay and agent only, after `core.flow.accept`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlowCredit {
+    /// The session credited.
+    pub id: u32,
     /// Bytes of frames granted.
     pub bytes: u32,
 }

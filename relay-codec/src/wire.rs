@@ -20,6 +20,16 @@ pub const MAX_BODY_SIZE: usize = MAX_FRAME_SIZE - FRAME_HEADER_SIZE;
 /// The protocol generation this crate speaks (`"v"` in the body).
 pub const PROTOCOL_VERSION: u8 = 1;
 
+/// The id of frames that concern the connection between relay and agent
+/// rather than a session: `core.ready`, `core.shutdown`, and this
+/// project's flow-control messages once negotiated. No client owns it.
+pub const CONNECTION_ID: u32 = 0;
+
+/// The id microsandbox 0.7's runtime keeps for itself (its agent sends
+/// transport credit there). No client owns it, and a relay delivers a frame
+/// on it to nobody.
+pub const RUNTIME_RESERVED_ID: u32 = u32::MAX;
+
 /// Largest data chunk of a `core.fs.data` message.
 pub const FS_CHUNK_SIZE: usize = 3 * 1024 * 1024;
 
@@ -36,7 +46,8 @@ const _: () = assert!(
 /// The flags byte of a frame header.
 ///
 /// Unknown bits are kept as they are: a relay passes them through and never
-/// fails on them.
+/// fails on them. No extension of this project claims a bit: upstream's
+/// later generations use them (see [`Flags::BULK`]).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Flags(u8);
 
@@ -49,10 +60,12 @@ impl Flags {
     pub const SESSION_START: Flags = Flags(0x02);
     /// Asks the sandbox to stop (`core.shutdown`).
     pub const SHUTDOWN: Flags = Flags(0x04);
-    /// A flow-control frame between relay and agent (`core.flow.credit`),
-    /// an extension negotiated in `core.ready`: clients never see one.
-    pub const FLOW_CONTROL: Flags = Flags(0x08);
+    /// microsandbox 0.7's `FLAG_BULK` (raw bulk records of later
+    /// generations). Named so logs read well; this project gives it no
+    /// meaning, and a relay passes it through like any other bit.
+    pub const BULK: Flags = Flags(0x08);
 
+    /// Bits with a name here (generation 1's three, and upstream's `BULK`).
     const KNOWN: u8 = 0x0f;
 
     /// Wraps a raw flags byte, unknown bits included.
@@ -70,7 +83,7 @@ impl Flags {
         self.0 & other.0 == other.0
     }
 
-    /// Bits outside the defined flags.
+    /// Bits without a name here.
     pub const fn reserved_bits(self) -> u8 {
         self.0 & !Self::KNOWN
     }
@@ -96,7 +109,7 @@ impl fmt::Debug for Flags {
             (Flags::TERMINAL, "TERMINAL"),
             (Flags::SESSION_START, "SESSION_START"),
             (Flags::SHUTDOWN, "SHUTDOWN"),
-            (Flags::FLOW_CONTROL, "FLOW_CONTROL"),
+            (Flags::BULK, "BULK"),
         ] {
             if self.contains(flag) {
                 names.push(name);

@@ -49,8 +49,8 @@ fn their_type(t: MessageType) -> TheirType {
         MessageType::FsRequest => TheirType::FsRequest,
         MessageType::FsData => TheirType::FsData,
         MessageType::FsResponse => TheirType::FsResponse,
-        MessageType::FlowCredit => {
-            unreachable!("core.flow.credit is our extension; 0.4.3 lacks it")
+        MessageType::FlowAccept | MessageType::FlowCredit => {
+            unreachable!("flow control is our extension; 0.4.3 lacks it")
         }
     }
 }
@@ -279,7 +279,9 @@ fn their_encode(msg: &Message, id: u32) -> Vec<u8> {
             TheirMessage::with_payload(t, id, &their_fs::FsData { data: data.clone() })
         }
         Message::FsResponse(r) => TheirMessage::with_payload(t, id, &fs_response_to_theirs(r)),
-        Message::FlowCredit(_) => unreachable!("core.flow.credit is our extension; 0.4.3 lacks it"),
+        Message::FlowAccept(_) | Message::FlowCredit(_) => {
+            unreachable!("flow control is our extension; 0.4.3 lacks it")
+        }
     }
     .unwrap();
     let mut buf = Vec::new();

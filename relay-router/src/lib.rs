@@ -25,7 +25,8 @@
 //! - When a client goes, each of its open sessions is killed exactly once, and
 //!   its slot is quarantined until those sessions have ended or the grace
 //!   period has passed, so a late reply never reaches the next owner.
-//! - Agent frames for a free or quarantined slot are dropped and counted.
+//! - Agent frames for a free or quarantined slot are dropped and counted, and
+//!   so are those on the runtime's reserved id `u32::MAX`, in both layouts.
 //! - With every usable slot taken, a connection is refused and counted.
 #![forbid(unsafe_code)]
 
@@ -33,8 +34,8 @@ use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use relay_codec::{
-    Flags, FrameHeader, Handshake, IdRange, LEGACY_SLOTS, bounds_slot_of, bounds_slot_range,
-    legacy_slot_of, legacy_slot_range,
+    Flags, FrameHeader, Handshake, IdRange, LEGACY_SLOTS, RUNTIME_RESERVED_ID, bounds_slot_of,
+    bounds_slot_range, legacy_slot_of, legacy_slot_range,
 };
 
 /// How the id space is divided between clients; decides the handshake form.
@@ -235,6 +236,9 @@ pub enum DropReason {
     /// The id belongs to no slot of the layout.
     #[error("the id is outside every slot")]
     NoSlot,
+    /// The id is the runtime's own (`RUNTIME_RESERVED_ID`): never a client's.
+    #[error("the id is reserved for the runtime")]
+    Reserved,
 }
 
 /// Counters of every decision; all only ever increase.
@@ -270,6 +274,8 @@ pub struct RouterCounters {
     pub agent_frames_dropped_quarantined: u64,
     /// Agent frames dropped because their id belongs to no slot.
     pub agent_frames_dropped_no_slot: u64,
+    /// Agent frames dropped because their id is the runtime's reserved one.
+    pub agent_frames_dropped_reserved: u64,
     /// Quarantines that ended because the grace period passed.
     pub quarantines_expired: u64,
 }
@@ -433,6 +439,12 @@ impl Router {
         if id == 0 {
             self.counters.agent_control_frames += 1;
             return AgentVerdict::Control;
+        }
+        if id == RUNTIME_RESERVED_ID {
+            // microsandbox 0.7's agent speaks to its own runtime here; in the
+            // legacy layout the id would otherwise fall into the last slot.
+            self.counters.agent_frames_dropped_reserved += 1;
+            return AgentVerdict::Drop(DropReason::Reserved);
         }
         let Some(slot) = self.config.layout.slot_of(id) else {
             self.counters.agent_frames_dropped_no_slot += 1;

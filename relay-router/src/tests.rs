@@ -241,12 +241,28 @@ fn agent_frames_for_a_free_slot_are_dropped_and_counted() {
 }
 
 #[test]
-fn bounds_ids_beyond_the_last_slot_belong_to_no_one() {
+fn bounds_ids_between_and_beyond_the_slots_belong_to_no_one() {
     let mut router = bounds(4, 4);
-    assert_eq!(
-        router.agent_frame(header(u32::MAX, Flags::NONE)),
-        AgentVerdict::Drop(DropReason::NoSlot)
-    );
+    let step = u32::MAX / 4;
+    for id in [step, 2 * step, 4 * step, 4 * step + 1] {
+        assert_eq!(
+            router.agent_frame(header(id, Flags::NONE)),
+            AgentVerdict::Drop(DropReason::NoSlot),
+            "id {id}"
+        );
+    }
+}
+
+#[test]
+fn the_runtimes_reserved_id_is_dropped_in_both_layouts_even_with_every_slot_taken() {
+    for mut router in [legacy(), bounds(4, 4)] {
+        while router.connect(t0()).is_ok() {}
+        assert_eq!(
+            router.agent_frame(header(u32::MAX, Flags::TERMINAL)),
+            AgentVerdict::Drop(DropReason::Reserved)
+        );
+        assert_eq!(router.counters().agent_frames_dropped_reserved, 1);
+    }
 }
 
 #[test]

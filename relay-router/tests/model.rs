@@ -260,6 +260,10 @@ fn run(config: RouterConfig, ops: Vec<Op>) {
                     assert_eq!(verdict, AgentVerdict::Control);
                     continue;
                 }
+                if id == u32::MAX {
+                    assert_eq!(verdict, AgentVerdict::Drop(DropReason::Reserved));
+                    continue;
+                }
                 let Some(slot) = model.slot_of(id) else {
                     assert_eq!(verdict, AgentVerdict::Drop(DropReason::NoSlot));
                     continue;

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use relay_codec::payload::FlowCredit;
 use relay_codec::{
     Envelope, Flags, Frame, FrameAssembler, FrameCodec, FrameError, Message, MessageType,
 };
@@ -11,7 +12,7 @@ use relay_router::{AgentVerdict, ClientId};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::error::{ClientFault, RelayError};
-use crate::flow::Flow;
+use crate::flow::{self, Flow};
 use crate::outbox::Push;
 use crate::relay::{Hub, Shared};
 use crate::stats::Counters;
@@ -113,7 +114,18 @@ pub(crate) async fn run_agent_reader(
             tracing::warn!("agent stream ended");
             return Err(RelayError::AgentClosed);
         }
-        route(&shared, &mut frames);
+        if let Some(window) = route(&shared, &mut frames) {
+            // Written before any client is greeted: the agent must see the
+            // acceptance before the first session it is to charge.
+            if shared
+                .write_to_agent(&[flow::accept_frame(window)])
+                .await
+                .is_err()
+            {
+                return Ok(());
+            }
+            shared.ready_tx.send_replace(true);
+        }
         if let Some(error) = malformed {
             return Err(RelayError::AgentProtocol(error));
         }
@@ -131,25 +143,45 @@ pub(crate) async fn run_agent_reader(
     }
 }
 
-/// The flow offer of a `core.ready` frame: `None` if the frame is not a
-/// `core.ready`, `Some(window)` otherwise (`window` is `None` without an offer).
-fn ready_offer(frame: &Frame) -> Option<Option<u32>> {
-    let envelope = Envelope::parse(frame.body()).ok()?;
-    if envelope.message_type != MessageType::Ready.wire_name() {
-        return None;
-    }
-    match Message::from_frame(frame) {
-        Ok(Message::Ready(ready)) => Some(ready.flow.map(|flow| flow.window)),
-        // A ready whose payload we cannot read still means ready: serve it
-        // as it is, without flow control.
-        _ => Some(None),
+/// What an agent frame means to the relay itself, read from its body.
+enum ForRelay {
+    /// A `core.ready`, with the window it offers (`None`: no offer).
+    Ready(Option<u32>),
+    /// A `core.flow.credit`.
+    Credit(FlowCredit),
+    /// Anything else.
+    Other,
+}
+
+impl ForRelay {
+    fn of(frame: &Frame) -> ForRelay {
+        let Ok(envelope) = Envelope::parse(frame.body()) else {
+            return ForRelay::Other;
+        };
+        match MessageType::from_wire_name(&envelope.message_type) {
+            Some(MessageType::Ready) => match Message::from_frame(frame) {
+                Ok(Message::Ready(ready)) => ForRelay::Ready(ready.flow.map(|flow| flow.window)),
+                // A ready whose payload we cannot read still means ready:
+                // serve it as it is, without flow control.
+                _ => ForRelay::Ready(None),
+            },
+            Some(MessageType::FlowCredit) => match Message::from_frame(frame) {
+                Ok(Message::FlowCredit(credit)) => ForRelay::Credit(credit),
+                _ => ForRelay::Other,
+            },
+            _ => ForRelay::Other,
+        }
     }
 }
 
-/// Routes a batch of agent frames under one lock of the hub.
-fn route(shared: &Shared, frames: &mut Vec<Frame>) {
+/// Routes a batch of agent frames under one lock of the hub. Returns the
+/// window to accept when this batch held the first `core.ready` and it
+/// offered flow control: the caller writes `core.flow.accept` before any
+/// client is greeted, so the agent sees it before every session.
+fn route(shared: &Shared, frames: &mut Vec<Frame>) -> Option<u32> {
+    let mut accept = None;
     if frames.is_empty() {
-        return;
+        return accept;
     }
     let counters = &shared.counters;
     let mut hub = shared.hub();
@@ -159,41 +191,31 @@ fn route(shared: &Shared, frames: &mut Vec<Frame>) {
         Counters::add(&counters.agent_bytes, frame.wire_len() as u64);
         let header = frame.header();
         if hub.ready.is_none() {
-            match ready_offer(&frame) {
-                Some(window) => {
+            match ForRelay::of(&frame) {
+                ForRelay::Ready(offer) => {
+                    let window = offer.map(flow::accepted_window);
+                    tracing::info!(offered = ?offer, accepted = ?window, "agent ready");
                     hub.flow = window.map(Flow::new);
-                    tracing::info!(flow_window = ?window, "agent ready");
                     hub.ready = Some(frame);
-                    shared.ready_tx.send_replace(true);
+                    match window {
+                        Some(window) => accept = Some(window),
+                        None => {
+                            shared.ready_tx.send_replace(true);
+                        }
+                    }
                 }
-                None => Counters::inc(&counters.pre_ready_discarded),
-            }
-            continue;
-        }
-        if header.flags.contains(Flags::FLOW_CONTROL) {
-            // Never for clients: credit when negotiated, dropped otherwise.
-            if hub.flow.is_some() {
-                take_credit(shared, hub, &frame);
-            } else {
-                Counters::inc(&counters.control_discarded);
+                _ => Counters::inc(&counters.pre_ready_discarded),
             }
             continue;
         }
         match hub.router.agent_frame(header) {
             AgentVerdict::Deliver(client) => deliver(shared, hub, client, frame),
-            AgentVerdict::Control => match ready_offer(&frame) {
-                Some(window) => {
-                    tracing::info!(flow_window = ?window, "agent sent core.ready again; replacing the cached one");
-                    hub.flow = window.map(Flow::new);
-                    hub.ready = Some(frame);
-                    Counters::inc(&counters.ready_replaced);
-                    // A frame held for credit of the old agent's sessions
-                    // must look again: those sessions are gone.
-                    for attached in hub.clients.iter().flatten() {
-                        attached.credit.notify_one();
-                    }
+            AgentVerdict::Control => match ForRelay::of(&frame) {
+                ForRelay::Ready(_) => replace_ready(shared, hub, frame),
+                ForRelay::Credit(credit) if hub.flow.is_some() => {
+                    take_credit(shared, hub, credit);
                 }
-                None => Counters::inc(&counters.control_discarded),
+                _ => Counters::inc(&counters.control_discarded),
             },
             AgentVerdict::Drop(reason) => {
                 tracing::debug!(id = header.id, %reason, "dropping agent frame");
@@ -212,22 +234,33 @@ fn route(shared: &Shared, frames: &mut Vec<Frame>) {
         }
     }
     shared.wake_credit_task(hub);
+    accept
+}
+
+/// A `core.ready` after the first: a restarted agent, or a confused one.
+/// The new one is cached for clients that connect from now on. Flow control
+/// ends here for good: a restarted agent waits for an acceptance that
+/// clients may already have overtaken, so both sides fall back to plain
+/// generation 1 rather than disagree about which sessions carry credit.
+fn replace_ready(shared: &Shared, hub: &mut Hub, frame: Frame) {
+    tracing::info!("agent sent core.ready again; replacing the cached one");
+    hub.ready = Some(frame);
+    Counters::inc(&shared.counters.ready_replaced);
+    if hub.flow.take().is_some() {
+        // A frame held for credit must look again: nothing is held now.
+        for attached in hub.clients.iter().flatten() {
+            attached.credit.notify_one();
+        }
+    }
 }
 
 /// A `core.flow.credit` from the agent: more room for a session's client frames.
-fn take_credit(shared: &Shared, hub: &mut Hub, frame: &Frame) {
-    let Ok(Message::FlowCredit(credit)) = Message::from_frame(frame) else {
-        tracing::warn!(
-            id = frame.id(),
-            "ignoring a malformed flow-control frame from the agent"
-        );
-        return;
-    };
+fn take_credit(shared: &Shared, hub: &mut Hub, credit: FlowCredit) {
     Counters::inc(&shared.counters.credits_received);
     if let Some(flow) = hub.flow.as_mut() {
-        flow.credit_from_agent(frame.id(), credit.bytes);
+        flow.credit_from_agent(credit.id, credit.bytes);
     }
-    wake_owner(hub, frame.id());
+    wake_owner(hub, credit.id);
 }
 
 /// Wakes the client owning `id` if it waits for credit.

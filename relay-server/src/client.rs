@@ -288,7 +288,6 @@ impl ClientReader<'_> {
                     frames.clear();
                     return Err(fault);
                 }
-                Batch::Skip => start += 1,
                 Batch::Wait => {
                     Counters::inc(&self.shared.counters.flow_waits);
                     // Credit that arrived since the check left a permit.
@@ -317,13 +316,8 @@ impl ClientReader<'_> {
         let mut count = 0;
         for (n, frame) in frames.iter().enumerate() {
             let header = frame.header();
-            if header.flags.contains(Flags::FLOW_CONTROL) {
-                // Credit is between relay and agent; a client has no say,
-                // and the frame has no effect on the router either.
-                Counters::inc(&self.shared.counters.dropped_client_flow);
-                outcome = Batch::Skip;
-                break;
-            }
+            // Every flag bit passes: credit travels on the connection id,
+            // which no client owns, so the router rejects a client's credit.
             let verdict = if n == 0 && first_routed {
                 ClientVerdict::Forward {
                     shutdown: header.flags.contains(Flags::SHUTDOWN),
@@ -381,8 +375,6 @@ enum Batch {
     Done,
     /// The client must go (with its fault, or none if it is already gone).
     Fault(Option<ClientFault>),
-    /// The next frame is discarded.
-    Skip,
     /// The next frame waits for credit.
     Wait,
 }

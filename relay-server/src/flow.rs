@@ -20,13 +20,35 @@
 //!   after it: a client's stream is ordered.)
 //!
 //! Terminal frames are neither charged nor credited: a session can always
-//! end. Flow-control frames carry [`Flags::FLOW_CONTROL`] so they are told
-//! apart by the header alone; clients never see one.
+//! end. Flow-control frames travel on [`CONNECTION_ID`], which no client
+//! owns: they are told apart by the header, claim no flag bit, and clients
+//! never see one. The relay takes up an offer with `core.flow.accept`,
+//! clamping the window to [`MIN_WINDOW`]..=[`MAX_WINDOW`].
 
 use std::collections::HashMap;
 
-use relay_codec::payload::FlowCredit;
-use relay_codec::{Flags, Frame, FrameHeader, IdRange, Message};
+use relay_codec::payload::{FlowAccept, FlowCredit};
+use relay_codec::{CONNECTION_ID, Flags, Frame, FrameHeader, IdRange, Message};
+
+/// The smallest window the relay accepts: a guest that offers less would
+/// make the relay return credit for nearly every frame.
+pub(crate) const MIN_WINDOW: u32 = 64 * 1024;
+
+/// The largest window the relay accepts: the credit the guest holds is
+/// memory the guest may make the relay hold for each session.
+pub(crate) const MAX_WINDOW: u32 = 64 * 1024 * 1024;
+
+/// The window the relay uses for an agent's offer.
+pub(crate) fn accepted_window(offered: u32) -> u32 {
+    offered.clamp(MIN_WINDOW, MAX_WINDOW)
+}
+
+/// The `core.flow.accept` frame for `window`.
+pub(crate) fn accept_frame(window: u32) -> Frame {
+    Message::FlowAccept(FlowAccept { window })
+        .to_frame(CONNECTION_ID)
+        .unwrap_or_else(|_| unreachable!("a four-byte payload always fits a frame"))
+}
 
 /// Client frames up to this size are not held for lack of credit...
 pub(crate) const EXEMPT_LEN: usize = 256;
@@ -57,8 +79,9 @@ pub(crate) enum Admit {
 pub(crate) struct Flow {
     window: u32,
     sessions: HashMap<u32, SessionCredit>,
-    /// Credit frames waiting to be written to the agent.
-    pending: Vec<Frame>,
+    /// Credit due to the agent, by session: one entry per session however
+    /// long the agent leaves it unsent, so it stays O(sessions).
+    pending: HashMap<u32, u64>,
 }
 
 impl Flow {
@@ -66,7 +89,7 @@ impl Flow {
         Flow {
             window: window.max(1),
             sessions: HashMap::new(),
-            pending: Vec::new(),
+            pending: HashMap::new(),
         }
     }
 
@@ -115,35 +138,44 @@ impl Flow {
         };
         session.owed += len as u64;
         if session.owed >= u64::from(self.window / 2).max(1) {
-            let bytes = u32::try_from(session.owed).unwrap_or(u32::MAX);
-            session.owed -= u64::from(bytes);
-            match Message::FlowCredit(FlowCredit { bytes }).to_frame(id) {
-                Ok(frame) => self.pending.push(frame),
-                Err(error) => tracing::error!(%error, "cannot encode a credit frame"),
-            }
+            *self.pending.entry(id).or_default() += std::mem::take(&mut session.owed);
         }
     }
 
     /// Whether an agent frame counts against its session's credit.
     pub(crate) fn is_charged(header: FrameHeader) -> bool {
-        header.id != 0
-            && !header.flags.contains(Flags::TERMINAL)
-            && !header.flags.contains(Flags::FLOW_CONTROL)
+        header.id != CONNECTION_ID && !header.flags.contains(Flags::TERMINAL)
     }
 
     /// The agent ended session `id`.
     pub(crate) fn session_ended(&mut self, id: u32) {
         self.sessions.remove(&id);
+        self.pending.remove(&id);
     }
 
     /// A slot changes hands: forget every session of its range.
     pub(crate) fn forget_range(&mut self, range: IdRange) {
         self.sessions.retain(|id, _| !range.contains(*id));
+        self.pending.retain(|id, _| !range.contains(*id));
     }
 
-    /// Credit frames to write to the agent.
+    /// Credit frames to write to the agent, one per session due.
     pub(crate) fn take_pending(&mut self) -> Vec<Frame> {
-        std::mem::take(&mut self.pending)
+        let mut frames = Vec::with_capacity(self.pending.len());
+        for (id, mut owed) in self.pending.drain() {
+            while owed > 0 {
+                let bytes = u32::try_from(owed).unwrap_or(u32::MAX);
+                owed -= u64::from(bytes);
+                frames.push(
+                    Message::FlowCredit(FlowCredit { id, bytes })
+                        .to_frame(CONNECTION_ID)
+                        .unwrap_or_else(|_| {
+                            unreachable!("an eight-byte payload always fits a frame")
+                        }),
+                );
+            }
+        }
+        frames
     }
 
     /// Bytes of credit per session and direction.
@@ -174,7 +206,7 @@ mod tests {
         frames
             .into_iter()
             .map(|f| match Message::from_frame(&f).unwrap() {
-                Message::FlowCredit(c) => (f.id(), c.bytes),
+                Message::FlowCredit(c) if f.id() == CONNECTION_ID => (c.id, c.bytes),
                 other => panic!("{other:?}"),
             })
             .collect()
@@ -280,12 +312,29 @@ mod tests {
         flow.released(header(9, Flags::NONE), 300);
         assert_eq!(credits(flow.take_pending()), vec![(9, 600)]);
         flow.released(header(9, Flags::TERMINAL), 5000);
-        flow.released(header(9, Flags::FLOW_CONTROL), 5000);
         flow.released(header(0, Flags::NONE), 5000);
         assert!(
             flow.take_pending().is_empty(),
-            "terminal, flow and id-0 frames are free"
+            "terminal and connection-id frames are free"
         );
+    }
+
+    #[test]
+    fn credit_left_unsent_stays_one_entry_per_session() {
+        let mut flow = Flow::new(2);
+        flow.admit_client_frame(header(9, Flags::SESSION_START), 10);
+        for _ in 0..10_000 {
+            flow.released(header(9, Flags::BULK), 42);
+        }
+        assert_eq!(flow.pending.len(), 1);
+        assert_eq!(credits(flow.take_pending()), vec![(9, 420_000)]);
+    }
+
+    #[test]
+    fn offered_windows_are_clamped() {
+        assert_eq!(accepted_window(1), MIN_WINDOW);
+        assert_eq!(accepted_window(1 << 20), 1 << 20);
+        assert_eq!(accepted_window(u32::MAX), MAX_WINDOW);
     }
 
     #[test]

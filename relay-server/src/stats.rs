@@ -26,7 +26,6 @@ pub(crate) struct Counters {
     pub(crate) dropped_slow_consumer: AtomicU64,
     pub(crate) dropped_client_gone: AtomicU64,
     pub(crate) kills_sent: AtomicU64,
-    pub(crate) dropped_client_flow: AtomicU64,
     pub(crate) credits_sent: AtomicU64,
     pub(crate) credits_received: AtomicU64,
     pub(crate) flow_waits: AtomicU64,
@@ -120,7 +119,7 @@ pub struct StatsSnapshot {
 /// Per-session credit between relay and agent.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct FlowStats {
-    /// Bytes of credit per session and direction, as the agent offered.
+    /// Bytes of credit per session and direction, as the relay accepted them.
     pub window: u32,
     /// Sessions with credit state now.
     pub sessions: usize,
@@ -137,7 +136,8 @@ pub struct FlowStats {
 pub struct DropCounts {
     /// Agent frames that arrived before the first `core.ready`.
     pub before_ready: u64,
-    /// Agent frames with id 0 other than `core.ready`.
+    /// Agent frames on the connection id (0) the relay does not use: any
+    /// but `core.ready`, and `core.flow.credit` once flow control is in use.
     pub agent_control: u64,
     /// Agent frames for a slot without a client.
     pub slot_free: u64,
@@ -149,8 +149,8 @@ pub struct DropCounts {
     pub slow_consumer: u64,
     /// Frames queued for a client that disconnected.
     pub client_gone: u64,
-    /// Flow-control frames a client sent (they are for relay and agent only).
-    pub client_flow_control: u64,
+    /// Agent frames on the runtime's reserved id (`u32::MAX`).
+    pub reserved_id: u64,
 }
 
 impl StatsSnapshot {
@@ -197,7 +197,7 @@ impl StatsSnapshot {
                 no_slot: router.agent_frames_dropped_no_slot,
                 slow_consumer: get(&counters.dropped_slow_consumer),
                 client_gone: get(&counters.dropped_client_gone),
-                client_flow_control: get(&counters.dropped_client_flow),
+                reserved_id: router.agent_frames_dropped_reserved,
             },
             ready_replaced: get(&counters.ready_replaced),
             ring,

@@ -10,8 +10,8 @@ mod support;
 
 use std::time::Duration;
 
-use relay_codec::payload::{ExecExited, FlowCredit, FlowWindow, Ready};
-use relay_codec::{Flags, Frame, Message};
+use relay_codec::payload::{ExecExited, FlowAccept, FlowCredit, FlowWindow, Ready};
+use relay_codec::{CONNECTION_ID, Flags, Frame, Message};
 use relay_server::RelayExit;
 use support::{HANG_GUARD, Harness, TestClient, silent};
 
@@ -32,14 +32,23 @@ async fn flow_harness(window: u32) -> Harness {
     Harness::start_with_ready(1 << 16, ready_with_flow(window), |c| c, silent()).await
 }
 
-/// A session (window 4 KiB) whose second 5,000-byte frame the relay holds
-/// for credit.
+/// The smallest window the relay accepts (it clamps smaller offers).
+const WINDOW: u32 = 64 * 1024;
+
+fn credit(id: u32, bytes: u32) -> Frame {
+    Message::FlowCredit(FlowCredit { id, bytes })
+        .to_frame(CONNECTION_ID)
+        .unwrap()
+}
+
+/// A session (window 64 KiB) whose third frame the relay holds for credit.
+/// The agent has received the acceptance, the request and one data frame.
 async fn held_frame() -> (Harness, TestClient, u32) {
-    let harness = flow_harness(4096).await;
+    let harness = flow_harness(WINDOW).await;
     let mut client = harness.client().await;
     let id = client.ids.first();
     client.frame(id, Flags::SESSION_START, b"request").await;
-    client.frame(id, Flags::NONE, &[1; 5000]).await;
+    client.frame(id, Flags::NONE, &[1; 70_000]).await;
     client.frame(id, Flags::NONE, &[2; 5000]).await;
     harness
         .wait_stats("a held frame", |s| s.flow.unwrap().client_waits > 0)
@@ -48,21 +57,57 @@ async fn held_frame() -> (Harness, TestClient, u32) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_accepts_an_offer_first_with_the_window_clamped() -> Test {
+    for (offered, accepted) in [(1, WINDOW), (1 << 20, 1 << 20), (u32::MAX, 64 << 20)] {
+        let harness = flow_harness(offered).await;
+        let mut client = harness.client().await;
+        let id = client.ids.first();
+        client.frame(id, Flags::SESSION_START, b"request").await;
+        let frames = harness
+            .agent
+            .wait_for("the acceptance and the request", |f| f.len() == 2)
+            .await;
+        assert_eq!(frames[0].id(), CONNECTION_ID);
+        assert_eq!(
+            Message::from_frame(&frames[0])?,
+            Message::FlowAccept(FlowAccept { window: accepted })
+        );
+        assert_eq!(frames[1].body(), b"request");
+        assert_eq!(harness.relay.stats().flow.unwrap().window, accepted);
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_offer_the_relay_sends_the_agent_nothing_of_its_own() -> Test {
+    let harness = Harness::start(|c| c, silent()).await;
+    let mut client = harness.client().await;
+    let id = client.ids.first();
+    client.frame(id, Flags::SESSION_START, b"request").await;
+    let frames = harness
+        .agent
+        .wait_for("the request", |f| !f.is_empty())
+        .await;
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0].body(), b"request");
+    assert!(harness.relay.stats().flow.is_none());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frame_held_for_credit_goes_once_the_agent_returns_credit() -> Test {
     let (harness, _client, id) = held_frame().await;
     assert_eq!(
         harness.agent.received().len(),
-        2,
+        3,
         "the second data frame waits"
     );
+    harness.agent.send(&credit(id, 80_000));
     harness
         .agent
-        .send(&Message::FlowCredit(FlowCredit { bytes: 8000 }).to_frame(id)?);
-    harness
-        .agent
-        .wait_for("the held frame", |f| f.len() == 3)
+        .wait_for("the held frame", |f| f.len() == 4)
         .await;
-    assert!(harness.agent.received()[2].body().iter().all(|&b| b == 2));
+    assert!(harness.agent.received()[3].body().iter().all(|&b| b == 2));
     Ok(())
 }
 
@@ -76,7 +121,7 @@ async fn a_session_that_ends_releases_the_frame_held_for_it_and_its_client_can_l
     assert_eq!(client.next().await.unwrap().flags(), Flags::TERMINAL);
     harness
         .agent
-        .wait_for("the released frame", |f| f.len() == 3)
+        .wait_for("the released frame", |f| f.len() == 4)
         .await;
     drop(client);
     let stats = harness
@@ -88,63 +133,61 @@ async fn a_session_that_ends_releases_the_frame_held_for_it_and_its_client_can_l
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credit_frames_never_reach_clients_and_clients_cannot_send_them() -> Test {
-    let harness = flow_harness(4096).await;
+    let harness = flow_harness(WINDOW).await;
+    let mut intruder = harness.client().await;
     let mut client = harness.client().await;
     let id = client.ids.first();
     client.frame(id, Flags::SESSION_START, b"request").await;
-    client
-        .send(Message::FlowCredit(FlowCredit { bytes: 1 << 30 }).to_frame(id)?)
-        .await;
-    harness
-        .wait_stats("the client's credit frame dropped", |s| {
-            s.dropped.client_flow_control == 1
-        })
-        .await;
-    harness
-        .agent
-        .send(&Message::FlowCredit(FlowCredit { bytes: 10 }).to_frame(id)?);
+    // The connection id is no client's: sending credit there is a violation.
+    intruder.send(credit(intruder.ids.first(), 1 << 30)).await;
+    assert!(intruder.closed().await, "the intruder is disconnected");
+    harness.agent.send(&credit(id, 10));
     harness.agent.send(&Frame::new(id, Flags::NONE, b"output")?);
     assert_eq!(client.next().await.unwrap().body(), b"output");
+    let stats = harness.relay.stats();
+    assert_eq!(stats.flow.unwrap().credits_received, 1);
     assert_eq!(
         harness.agent.received().len(),
-        1,
-        "only the request went through"
+        2,
+        "only the acceptance and the request went to the agent"
     );
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn output_leaving_the_relay_is_credited_back_in_half_windows() -> Test {
-    let harness = flow_harness(4096).await;
+    let harness = flow_harness(WINDOW).await;
     let mut client = harness.client().await;
     let id = client.ids.first();
     client.frame(id, Flags::SESSION_START, b"request").await;
     harness
         .agent
-        .wait_for("the request", |f| f.len() == 1)
+        .wait_for("the request", |f| f.len() == 2)
         .await;
-    for _ in 0..4 {
+    for _ in 0..40 {
         harness
             .agent
             .send(&Frame::new(id, Flags::NONE, &[0; 1000])?);
     }
-    for _ in 0..4 {
+    for _ in 0..40 {
         client.next().await.unwrap();
     }
+    let is_credit = |f: &Frame| {
+        f.id() == CONNECTION_ID && matches!(Message::from_frame(f), Ok(Message::FlowCredit(_)))
+    };
     let frames = harness
         .agent
-        .wait_for("credit", |f| {
-            f.iter().any(|f| f.flags() == Flags::FLOW_CONTROL)
-        })
+        .wait_for("credit", |f| f.iter().any(is_credit))
         .await;
-    let credit = frames
-        .iter()
-        .find(|f| f.flags() == Flags::FLOW_CONTROL)
-        .unwrap();
-    let Message::FlowCredit(FlowCredit { bytes }) = Message::from_frame(credit)? else {
+    let Message::FlowCredit(FlowCredit {
+        id: credited,
+        bytes,
+    }) = Message::from_frame(frames.iter().find(|f| is_credit(f)).unwrap())?
+    else {
         panic!("not a credit frame");
     };
-    assert!(bytes >= 2048, "half a window at least: {bytes}");
+    assert_eq!(credited, id);
+    assert!(bytes >= WINDOW / 2, "half a window at least: {bytes}");
     Ok(())
 }
 

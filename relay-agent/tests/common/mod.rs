@@ -12,7 +12,8 @@ use relay_agent::{Agent, AgentConfig, AgentError, ServeEnd};
 use relay_codec::payload::{
     Data, ExecRequest, ExecResize, ExecSignal, FsOp, FsRequest, FsResponse, Ready,
 };
-use relay_codec::{Flags, Frame, FrameCodec, Message, MessageType, data_frame};
+use relay_codec::payload::{FlowAccept, FlowCredit};
+use relay_codec::{CONNECTION_ID, Flags, Frame, FrameCodec, Message, MessageType, data_frame};
 use tokio::io::{AsyncRead, DuplexStream, WriteHalf};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -89,6 +90,21 @@ impl Host {
         let mut writer = self.writer.lock().await;
         writer.get_mut().write_all(bytes).await.unwrap();
         writer.get_mut().flush().await.unwrap();
+    }
+
+    /// Takes up the agent's flow-control offer, as our relay does.
+    pub(crate) async fn accept_flow(&self, window: u32) {
+        self.send_message(CONNECTION_ID, &Message::FlowAccept(FlowAccept { window }))
+            .await;
+    }
+
+    /// Grants session `id` `bytes` more of output credit.
+    pub(crate) async fn credit(&self, id: u32, bytes: u32) {
+        self.send_message(
+            CONNECTION_ID,
+            &Message::FlowCredit(FlowCredit { id, bytes }),
+        )
+        .await;
     }
 
     pub(crate) async fn send_message(&self, id: u32, message: &Message) {
@@ -175,7 +191,13 @@ async fn route<R: AsyncRead + Unpin>(
 ) {
     while let Some(frame) = frames.next().await {
         let frame = frame.expect("the agent writes well-formed frames");
-        let tx = routes.lock().unwrap().get(&frame.id()).cloned();
+        // Credit travels on the connection id and names its session: the
+        // session's own channel gets it, so tests see it in order.
+        let id = match Message::from_frame(&frame) {
+            Ok(Message::FlowCredit(credit)) if frame.id() == CONNECTION_ID => credit.id,
+            _ => frame.id(),
+        };
+        let tx = routes.lock().unwrap().get(&id).cloned();
         match tx {
             Some(tx) => {
                 if let Err(lost) = tx.send(frame) {
