@@ -1,82 +1,46 @@
-//! The connection: handshake, the reader task that routes frames by id, and
-//! the writer task that all senders share.
+//! The connection: connecting within a deadline, the handle that opens
+//! sessions, and the state the client and its sessions share.
 
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
-use bytes::BytesMut;
-use futures_util::{SinkExt, StreamExt};
 use relay_codec::payload::{ExecRequest, Ready};
-use relay_codec::{
-    CodecError, Flags, Frame, FrameCodec, Handshake, IdRange, Message, MessageError,
-};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use relay_codec::{Flags, Frame, FrameCodec, Handshake, IdRange, Message};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
-use crate::error::{ClientError, Disconnect};
+use crate::config::ClientConfig;
+use crate::deadline::{Deadline, within};
+use crate::error::{Awaited, ClientError, Disconnect};
 use crate::exec::{ExecSession, Output};
 use crate::fs::Fs;
 use crate::router::Router;
 use crate::session::Session;
-
-/// Tuning of a [`Client`].
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct ClientConfig {
-    /// Frames buffered per session between the reader task and the
-    /// session's handle (default 16, at least 1).
-    ///
-    /// When a session's buffer is full the reader task waits for its handle
-    /// to take a frame, which stops reading the socket for *every* session
-    /// of this client (see the crate documentation on backpressure).
-    pub session_buffer: usize,
-}
-
-impl ClientConfig {
-    /// The default configuration.
-    pub const fn new() -> ClientConfig {
-        ClientConfig { session_buffer: 16 }
-    }
-
-    /// Sets [`ClientConfig::session_buffer`].
-    pub const fn with_session_buffer(mut self, frames: usize) -> ClientConfig {
-        self.session_buffer = frames;
-        self
-    }
-}
-
-impl Default for ClientConfig {
-    fn default() -> Self {
-        ClientConfig::new()
-    }
-}
+use crate::tasks::{BoxWriter, Outgoing, read_handshake, read_loop, write_loop};
 
 /// A connection to the relay. Cheap to clone: clones share the connection,
 /// its id range and its writer.
 ///
 /// The connection stays open while the client or any session handle made
 /// from it is alive, and closes when the last one is dropped.
+///
+/// Each handle carries a request timeout (from
+/// [`ClientConfig::request_timeout`], or set with
+/// [`Client::with_request_timeout`]); see the crate documentation on
+/// deadlines.
 #[derive(Clone)]
 pub struct Client {
     conn: Arc<Conn>,
+    request_timeout: Option<Duration>,
 }
-
-type BoxWriter = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// Frames waiting for the writer task. Senders wait when it is full.
 const OUTGOING_FRAMES: usize = 16;
-
-/// A frame for the writer task, with where to report the outcome.
-struct Outgoing {
-    frame: Frame,
-    /// Written only while this session (id, generation) is in flight.
-    session: Option<(u32, u64)>,
-    done: oneshot::Sender<Result<(), ClientError>>,
-}
 
 /// State shared by the client and its sessions.
 pub(crate) struct Conn {
@@ -110,34 +74,47 @@ impl fmt::Debug for Conn {
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Client").field("conn", &self.conn).finish()
+        f.debug_struct("Client")
+            .field("conn", &self.conn)
+            .field("request_timeout", &self.request_timeout)
+            .finish()
     }
 }
 
 impl Client {
-    /// Connects to the relay's Unix socket at `path` and reads its handshake.
+    /// Connects to the relay's Unix socket at `path` and reads its
+    /// greeting, within [`ClientConfig::DEFAULT_CONNECT_TIMEOUT`].
     pub async fn connect(path: impl AsRef<Path>) -> Result<Client, ClientError> {
         Client::connect_with(path, ClientConfig::default()).await
     }
 
     /// [`Client::connect`] with a configuration.
+    ///
+    /// Fails with [`ClientError::Timeout`] when the socket connect and the
+    /// whole greeting take longer than [`ClientConfig::connect_timeout`];
+    /// its [`Awaited`] says which part did not arrive.
     pub async fn connect_with(
         path: impl AsRef<Path>,
         config: ClientConfig,
     ) -> Result<Client, ClientError> {
+        let deadline = Deadline::after(config.connect_timeout);
         let path = path.as_ref();
-        let stream = UnixStream::connect(path)
-            .await
-            .map_err(|source| ClientError::Connect {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let stream = within(deadline, Awaited::Connect, async {
+            UnixStream::connect(path)
+                .await
+                .map_err(|source| ClientError::Connect {
+                    path: path.to_path_buf(),
+                    source,
+                })
+        })
+        .await?;
         let (read, write) = stream.into_split();
-        Client::start(read, Box::new(write), config).await
+        Client::start(read, Box::new(write), config, deadline).await
     }
 
     /// Runs the protocol over any byte stream (a socket pair in tests, a
-    /// proxied connection), starting with the relay's handshake.
+    /// proxied connection), starting with the relay's greeting, within
+    /// [`ClientConfig::DEFAULT_CONNECT_TIMEOUT`].
     pub async fn from_stream<S>(stream: S) -> Result<Client, ClientError>
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
@@ -145,24 +122,27 @@ impl Client {
         Client::from_stream_with(stream, ClientConfig::default()).await
     }
 
-    /// [`Client::from_stream`] with a configuration.
+    /// [`Client::from_stream`] with a configuration: the greeting must be
+    /// complete within [`ClientConfig::connect_timeout`].
     pub async fn from_stream_with<S>(stream: S, config: ClientConfig) -> Result<Client, ClientError>
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
+        let deadline = Deadline::after(config.connect_timeout);
         let (read, write) = tokio::io::split(stream);
-        Client::start(read, Box::new(write), config).await
+        Client::start(read, Box::new(write), config, deadline).await
     }
 
     async fn start<R>(
         mut read: R,
         write: BoxWriter,
         config: ClientConfig,
+        deadline: Option<Deadline>,
     ) -> Result<Client, ClientError>
     where
         R: AsyncRead + Unpin + Send + 'static,
     {
-        let (handshake, ready_frame, rest) = read_handshake(&mut read).await?;
+        let (handshake, ready_frame, rest) = read_handshake(&mut read, deadline).await?;
         let ids = handshake
             .client_ids()
             .ok_or(ClientError::NoClientIds { handshake })?;
@@ -193,6 +173,7 @@ impl Client {
             Arc::clone(&router),
         ));
         Ok(Client {
+            request_timeout: config.request_timeout,
             conn: Arc::new(Conn {
                 router,
                 outgoing,
@@ -243,10 +224,37 @@ impl Client {
     /// Fails with [`ClientError::IdsExhausted`] when every id of the range
     /// is in flight, at once, without waiting for one to free up.
     ///
-    /// If this future is dropped before the request was handed to the
-    /// writer, the id is free again; after, the request goes out whole and
-    /// the id stays in flight until a TERMINAL frame for it arrives.
+    /// With a request timeout, fails with [`ClientError::Timeout`]
+    /// ([`Awaited::Request`]) when the request is not written in time; the
+    /// session's later frames are not bounded.
+    ///
+    /// If this future is dropped (or times out) before the request was
+    /// handed to the writer, the id is free again; after, the request goes
+    /// out whole and the id stays in flight until a TERMINAL frame for it
+    /// arrives.
     pub async fn open(&self, request: &Message) -> Result<Session, ClientError> {
+        self.open_within(request, self.deadline()).await
+    }
+
+    /// [`Client::open`], bounded by `deadline`.
+    pub(crate) async fn open_within(
+        &self,
+        request: &Message,
+        deadline: Option<Deadline>,
+    ) -> Result<Session, ClientError> {
+        within(deadline, Awaited::Request, self.open_unbounded(request)).await
+    }
+
+    async fn open_unbounded(&self, request: &Message) -> Result<Session, ClientError> {
+        let (session, pending) = self.send_request(request).await?;
+        self.confirm(pending).await?;
+        Ok(session)
+    }
+
+    /// Takes an id and queues `request` on it, without waiting for it to be
+    /// written. Cancel-safe: dropped before the request is queued, the id
+    /// is free again.
+    async fn send_request(&self, request: &Message) -> Result<(Session, Pending), ClientError> {
         let message_type = request.message_type();
         if !message_type.default_flags().contains(Flags::SESSION_START) {
             return Err(ClientError::NotASessionRequest { message_type });
@@ -269,35 +277,104 @@ impl Client {
             generation,
             armed: true,
         };
-        let done = conn.queue(frame, Some((id, generation))).await;
+        let queued = conn.queue(frame, Some((id, generation))).await;
         unsent.armed = false;
-        let result = match done {
-            Ok(done) => done.await.unwrap_or_else(|_| Err(conn.disconnected())),
-            Err(error) => Err(error),
-        };
-        if let Err(error) = result {
-            conn.router.release(id, generation);
-            return Err(error);
+        match queued {
+            Ok(written) => {
+                tracing::trace!(id, %message_type, "request queued");
+                let pending = Pending {
+                    id,
+                    generation,
+                    written,
+                };
+                Ok((session, pending))
+            }
+            Err(error) => {
+                conn.router.release(id, generation);
+                Err(error)
+            }
         }
-        tracing::debug!(id, %message_type, "session opened");
-        Ok(session)
+    }
+
+    /// Waits until a queued request is written. A request that could not be
+    /// written frees its id; dropped midway, the request still goes out (or
+    /// the writer frees the id) and the id stays in flight until its
+    /// TERMINAL frame.
+    async fn confirm(&self, pending: Pending) -> Result<(), ClientError> {
+        let Pending {
+            id,
+            generation,
+            written,
+        } = pending;
+        let result = written
+            .await
+            .unwrap_or_else(|_| Err(self.conn.disconnected()));
+        match result {
+            Ok(()) => {
+                tracing::debug!(id, "session opened");
+                Ok(())
+            }
+            Err(error) => {
+                self.conn.router.release(id, generation);
+                Err(error)
+            }
+        }
     }
 
     /// Starts a command. See [`ExecSession`] for streaming its output and
     /// feeding its stdin.
+    ///
+    /// With a request timeout, fails with [`ClientError::Timeout`]
+    /// ([`Awaited::Request`]) when the request is not written in time; a
+    /// command whose request was already queued is then killed
+    /// ([`ExecInput::kill`], sent in the background), since nobody holds
+    /// its handle. The session's later events are not bounded.
+    ///
+    /// [`ExecInput::kill`]: crate::ExecInput::kill
     pub async fn exec(&self, request: ExecRequest) -> Result<ExecSession, ClientError> {
-        let session = self.open(&Message::ExecRequest(request)).await?;
-        Ok(ExecSession::new(session))
+        self.exec_within(request, self.deadline()).await
+    }
+
+    async fn exec_within(
+        &self,
+        request: ExecRequest,
+        deadline: Option<Deadline>,
+    ) -> Result<ExecSession, ClientError> {
+        let message = Message::ExecRequest(request);
+        let (session, pending) =
+            within(deadline, Awaited::Request, self.send_request(&message)).await?;
+        let session = ExecSession::new(session);
+        let confirmed = within(deadline, Awaited::Request, self.confirm(pending)).await;
+        if let Err(ClientError::Timeout { after, .. }) = &confirmed {
+            session.input().kill_in_background(*after);
+        }
+        confirmed.map(|()| session)
     }
 
     /// Runs a command to completion, feeding it `stdin` (then closing its
     /// stdin; `None` closes it at once) while collecting its output.
+    ///
+    /// With a request timeout, the whole run must end in time: past the
+    /// deadline the command is killed ([`ExecInput::kill`], sent in the
+    /// background) and the result is [`ClientError::Timeout`]
+    /// ([`Awaited::Request`] while the request was being written,
+    /// [`Awaited::Reply`] after). Its id stays in flight until the agent
+    /// reports the exit.
+    ///
+    /// [`ExecInput::kill`]: crate::ExecInput::kill
     pub async fn exec_output(
         &self,
         request: ExecRequest,
         stdin: Option<bytes::Bytes>,
     ) -> Result<Output, ClientError> {
-        self.exec(request).await?.output_with_stdin(stdin).await
+        let deadline = self.deadline();
+        let session = self.exec_within(request, deadline).await?;
+        let input = session.input();
+        let result = within(deadline, Awaited::Reply, session.output_with_stdin(stdin)).await;
+        if let Err(ClientError::Timeout { after, .. }) = &result {
+            input.kill_in_background(*after);
+        }
+        result
     }
 
     /// The filesystem operations of the agent.
@@ -306,15 +383,53 @@ impl Client {
     }
 
     /// Asks the sandbox to stop: sends `core.shutdown` with id 0 and the
-    /// SHUTDOWN flag.
+    /// SHUTDOWN flag. With a request timeout, fails with
+    /// [`ClientError::Timeout`] ([`Awaited::Request`]) when the frame is not
+    /// written in time (it may still go out).
     pub async fn shutdown(&self) -> Result<(), ClientError> {
         let frame = Message::Shutdown
             .to_frame(0)
             .map_err(|source| ClientError::Encode { id: 0, source })?;
         debug_assert!(frame.flags().contains(Flags::SHUTDOWN));
-        self.conn.send(frame, None).await?;
+        within(
+            self.deadline(),
+            Awaited::Request,
+            self.conn.send(frame, None),
+        )
+        .await?;
         tracing::debug!("shutdown requested");
         Ok(())
+    }
+
+    /// A handle on the same connection whose requests have `timeout` as
+    /// their deadline (`None`: no deadline), whatever
+    /// [`ClientConfig::request_timeout`] said. Its [`Client::fs`] inherits it.
+    ///
+    /// ```no_run
+    /// # async fn run(client: relay_client::Client) -> Result<(), relay_client::ClientError> {
+    /// use std::time::Duration;
+    ///
+    /// let quick = client.with_request_timeout(Some(Duration::from_secs(5)));
+    /// let entry = quick.fs().stat("/etc/hostname").await?;
+    /// # let _ = entry;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_request_timeout(&self, timeout: Option<Duration>) -> Client {
+        Client {
+            conn: Arc::clone(&self.conn),
+            request_timeout: timeout,
+        }
+    }
+
+    /// This handle's request timeout.
+    pub fn request_timeout(&self) -> Option<Duration> {
+        self.request_timeout
+    }
+
+    /// The deadline of a request starting now.
+    pub(crate) fn deadline(&self) -> Option<Deadline> {
+        Deadline::after(self.request_timeout)
     }
 }
 
@@ -368,6 +483,13 @@ impl Conn {
     }
 }
 
+/// A request handed to the writer, not yet reported written.
+struct Pending {
+    id: u32,
+    generation: u64,
+    written: oneshot::Receiver<Result<(), ClientError>>,
+}
+
 /// Releases an id whose request never reached the writer.
 struct Unsent<'a> {
     router: &'a Router,
@@ -381,140 +503,5 @@ impl Drop for Unsent<'_> {
         if self.armed {
             self.router.release(self.id, self.generation);
         }
-    }
-}
-
-/// Writes queued frames in order, batching what is already queued into one
-/// flush, until every sender is gone or a write fails.
-async fn write_loop(
-    mut writer: FramedWrite<BoxWriter, FrameCodec>,
-    mut queue: mpsc::Receiver<Outgoing>,
-    router: Arc<Router>,
-) {
-    let mut written = Vec::new();
-    while let Some(first) = queue.recv().await {
-        let mut next = Some(first);
-        while let Some(Outgoing {
-            frame,
-            session,
-            done,
-        }) = next.take()
-        {
-            let id = frame.id();
-            let outcome = match session {
-                _ if router.closed().is_some() => Err(ClientError::Disconnected(
-                    router.closed().unwrap_or(Disconnect::Eof),
-                )),
-                Some((id, generation)) if !router.is_live(id, generation) => {
-                    Err(ClientError::SessionClosed { id })
-                }
-                _ => match writer.feed(frame).await {
-                    Ok(()) => Ok(()),
-                    Err(CodecError::Io(error)) => {
-                        let reason = Disconnect::Write(Arc::new(error));
-                        tracing::warn!(%reason, "connection to the relay lost");
-                        router.close(reason.clone());
-                        let _ = done.send(Err(ClientError::Disconnected(reason)));
-                        return;
-                    }
-                    Err(CodecError::Frame(error)) => Err(ClientError::Encode {
-                        id,
-                        source: MessageError::Frame(error),
-                    }),
-                },
-            };
-            match outcome {
-                Ok(()) => written.push(done),
-                Err(error) => {
-                    let _ = done.send(Err(error));
-                }
-            }
-            next = queue.try_recv().ok();
-        }
-        if let Err(error) = SinkExt::<Frame>::flush(&mut writer).await {
-            let reason = match error {
-                CodecError::Io(error) => Disconnect::Write(Arc::new(error)),
-                CodecError::Frame(error) => Disconnect::Malformed(error),
-            };
-            tracing::warn!(%reason, "connection to the relay lost");
-            router.close(reason.clone());
-            for done in written.drain(..) {
-                let _ = done.send(Err(ClientError::Disconnected(reason.clone())));
-            }
-            return;
-        }
-        for done in written.drain(..) {
-            let _ = done.send(Ok(()));
-        }
-    }
-    // Every sender is gone: close our side.
-    let _ = SinkExt::<Frame>::close(&mut writer).await;
-}
-
-/// Reads the id prefix and the ready frame; returns them with any bytes
-/// read past the greeting.
-async fn read_handshake<R>(read: &mut R) -> Result<(Handshake, Frame, BytesMut), ClientError>
-where
-    R: AsyncRead + Unpin,
-{
-    let mut buf = BytesMut::with_capacity(256);
-    loop {
-        if let Some((handshake, ready, used)) = Handshake::decode(&buf)? {
-            let _greeting = buf.split_to(used);
-            return Ok((handshake, ready, buf));
-        }
-        let n = read
-            .read_buf(&mut buf)
-            .await
-            .map_err(|source| ClientError::HandshakeRead { source })?;
-        if n == 0 {
-            return Err(ClientError::HandshakeTruncated {
-                received: buf.len(),
-            });
-        }
-    }
-}
-
-/// The reader task: routes every frame to its session's channel until the
-/// stream ends, then ends every session with the reason.
-async fn read_loop<R>(mut frames: FramedRead<R, FrameCodec>, router: Arc<Router>)
-where
-    R: AsyncRead + Unpin,
-{
-    let reason = loop {
-        match frames.next().await {
-            None => break Disconnect::Eof,
-            Some(Err(CodecError::Io(error))) => break Disconnect::Read(Arc::new(error)),
-            Some(Err(CodecError::Frame(error))) => break Disconnect::Malformed(error),
-            Some(Ok(frame)) => deliver(&router, frame).await,
-        }
-    };
-    match reason {
-        Disconnect::Eof => tracing::debug!(%reason, "connection to the relay ended"),
-        _ => tracing::warn!(%reason, "connection to the relay lost"),
-    }
-    router.close(reason);
-}
-
-async fn deliver(router: &Router, frame: Frame) {
-    let id = frame.id();
-    let flags = frame.flags();
-    let Some(session) = router.route(id, flags) else {
-        if id == 0 {
-            // A relay may forward a new `core.ready` after an agent restart.
-            tracing::debug!(?flags, "frame with id 0 dropped");
-        } else {
-            tracing::warn!(
-                id,
-                ?flags,
-                "frame for an unknown or finished session dropped"
-            );
-        }
-        return;
-    };
-    // Waiting here when the session's buffer is full is the backpressure:
-    // the socket is not read until the session's handle takes a frame.
-    if session.send(frame).await.is_err() {
-        tracing::trace!(id, "session handle dropped; frame discarded");
     }
 }

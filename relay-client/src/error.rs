@@ -1,9 +1,11 @@
-//! Typed errors of the client: connecting, the handshake, sessions, and the agent's own failures.
+//! Typed errors of the client: connecting, the handshake, deadlines,
+//! sessions, and the agent's own failures.
 
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use relay_codec::payload::FsOp;
 use relay_codec::{FrameError, Handshake, HandshakeError, MessageError, MessageType};
@@ -51,6 +53,18 @@ pub enum ClientError {
     NotReady {
         /// The type found.
         message_type: MessageType,
+    },
+    /// A deadline passed: [`ClientConfig::connect_timeout`] while
+    /// connecting, or the request timeout (see the crate documentation on
+    /// deadlines) during a request.
+    ///
+    /// [`ClientConfig::connect_timeout`]: crate::ClientConfig::connect_timeout
+    #[error("{}", timeout_text(*awaited, *after))]
+    Timeout {
+        /// What was awaited when the deadline passed.
+        awaited: Awaited,
+        /// The timeout that passed, counted from the start of the operation.
+        after: Duration,
     },
     /// Every id of the client's range belongs to a session still in flight.
     #[error("all {in_flight} ids of the client's range are in flight")]
@@ -146,6 +160,61 @@ pub enum Disconnect {
     Write(#[source] Arc<io::Error>),
 }
 
+/// What a client was waiting for when a deadline passed
+/// ([`ClientError::Timeout`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Awaited {
+    /// The connect call on the relay's socket.
+    Connect,
+    /// The id prefix of the relay's greeting: nothing, or too few bytes to
+    /// tell its form (4-byte legacy or 8-byte bounds), had arrived. A relay
+    /// greets a client only once its agent is ready.
+    Handshake,
+    /// The cached `core.ready` frame that completes the greeting.
+    Ready,
+    /// Writing a request, or the data of an upload or of stdin: the relay
+    /// did not take the bytes.
+    Request,
+    /// The agent's answer: the reply to a request, a file's contents, a
+    /// command's output and exit.
+    Reply,
+    /// Local i/o of the operation: reading an upload's source or writing a
+    /// download's destination.
+    Local,
+}
+
+impl Awaited {
+    /// What was awaited, as the end of "waiting for ...".
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Awaited::Connect => "the relay's socket to connect",
+            Awaited::Handshake => "the relay's greeting (handshake)",
+            Awaited::Ready => "the relay's greeting (the agent's core.ready frame)",
+            Awaited::Request => "the relay to take a request",
+            Awaited::Reply => "the agent's reply",
+            Awaited::Local => "local i/o (an upload's source or a download's destination)",
+        }
+    }
+
+    /// A hint at the likely cause, for people reading the error.
+    const fn hint(self) -> &'static str {
+        match self {
+            Awaited::Connect => "is the sandbox's relay running?",
+            Awaited::Handshake | Awaited::Ready => "is the guest agent up?",
+            Awaited::Request => "is the relay or the agent stalled?",
+            Awaited::Reply => "is the guest agent responsive?",
+            Awaited::Local => "the relay and the agent were not the holdup",
+        }
+    }
+}
+
+impl fmt::Display for Awaited {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
 /// The kind of a filesystem operation, for error reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FsOpKind {
@@ -216,4 +285,13 @@ fn remote_text(op: FsOpKind, path: &str, message: &str) -> String {
     } else {
         format!("{op} {path}: {message}")
     }
+}
+
+/// "timed out after 30s waiting for the relay's greeting (handshake); is the
+/// guest agent up?"
+fn timeout_text(awaited: Awaited, after: Duration) -> String {
+    format!(
+        "timed out after {after:?} waiting for {awaited}; {}",
+        awaited.hint()
+    )
 }

@@ -1,5 +1,7 @@
 //! Exec sessions: output events, a stdin sink, signals, resizes and the exit status.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use relay_codec::payload::{ExecResize, ExecSignal};
 use relay_codec::{Message, MessageType};
@@ -243,6 +245,24 @@ impl ExecInput {
     /// Sends SIGKILL (9).
     pub async fn kill(&self) -> Result<(), ClientError> {
         self.signal(9).await
+    }
+
+    /// Sends SIGKILL from a task of its own, giving up after `grace`, so
+    /// a caller whose deadline passed returns at once. A command that has
+    /// exited meanwhile is left alone (the frame is refused, never sent to
+    /// a newer session on the id).
+    pub(crate) fn kill_in_background(&self, grace: Duration) {
+        let input = self.clone();
+        tokio::spawn(async move {
+            let id = input.id();
+            match tokio::time::timeout(grace, input.kill()).await {
+                Ok(Ok(())) => tracing::debug!(id, "deadline passed; command killed"),
+                Ok(Err(error)) => tracing::debug!(id, %error, "deadline passed; kill not sent"),
+                Err(_elapsed) => {
+                    tracing::warn!(id, ?grace, "deadline passed; kill not written in time");
+                }
+            }
+        });
     }
 
     /// Tells a tty session its new terminal size.

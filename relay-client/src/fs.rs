@@ -6,7 +6,8 @@ use relay_codec::{FS_CHUNK_SIZE, Message, MessageType};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::client::Client;
-use crate::error::{ClientError, FsOpKind};
+use crate::deadline::{Deadline, within};
+use crate::error::{Awaited, ClientError, FsOpKind};
 use crate::session::{Session, SessionReceiver};
 
 /// The agent's filesystem, reached through a [`Client`] (see
@@ -14,6 +15,13 @@ use crate::session::{Session, SessionReceiver};
 ///
 /// Every operation is one session. A response with `ok: false` becomes
 /// [`ClientError::Remote`] carrying the agent's error text.
+///
+/// With a request timeout (see [`Client::with_request_timeout`]), every
+/// operation but [`Fs::read`] must be over in time, uploads and downloads
+/// included, or fails with [`ClientError::Timeout`]; [`Fs::read`] is
+/// bounded until its request is written. The protocol cannot cancel an fs
+/// operation, so the agent may still carry it out; its id stays in flight
+/// until the agent's answer arrives.
 #[derive(Debug, Clone)]
 pub struct Fs {
     client: Client,
@@ -99,8 +107,17 @@ impl Fs {
 
     /// Starts reading file `path`; see [`FsReader::next_chunk`].
     pub async fn read(&self, path: impl Into<String>) -> Result<FsReader, ClientError> {
-        let path = path.into();
-        let session = self.open(FsOp::Read { path: path.clone() }).await?;
+        self.read_within(path.into(), self.client.deadline()).await
+    }
+
+    async fn read_within(
+        &self,
+        path: String,
+        deadline: Option<Deadline>,
+    ) -> Result<FsReader, ClientError> {
+        let session = self
+            .open(FsOp::Read { path: path.clone() }, deadline)
+            .await?;
         Ok(FsReader {
             session,
             path,
@@ -114,21 +131,29 @@ impl Fs {
     where
         W: AsyncWrite + Unpin,
     {
-        let mut reader = self.read(path).await?;
+        let deadline = self.client.deadline();
+        let mut reader = self.read_within(path.into(), deadline).await?;
         let mut total = 0u64;
-        while let Some(chunk) = reader.next_chunk().await? {
-            dst.write_all(&chunk).await.map_err(ClientError::LocalIo)?;
+        while let Some(chunk) = within(deadline, Awaited::Reply, reader.next_chunk()).await? {
+            within(deadline, Awaited::Local, async {
+                dst.write_all(&chunk).await.map_err(ClientError::LocalIo)
+            })
+            .await?;
             total += chunk.len() as u64;
         }
-        dst.flush().await.map_err(ClientError::LocalIo)?;
+        within(deadline, Awaited::Local, async {
+            dst.flush().await.map_err(ClientError::LocalIo)
+        })
+        .await?;
         Ok(total)
     }
 
     /// Reads the whole of file `path` into memory.
     pub async fn read_all(&self, path: impl Into<String>) -> Result<Vec<u8>, ClientError> {
-        let mut reader = self.read(path).await?;
+        let deadline = self.client.deadline();
+        let mut reader = self.read_within(path.into(), deadline).await?;
         let mut data = Vec::new();
-        while let Some(chunk) = reader.next_chunk().await? {
+        while let Some(chunk) = within(deadline, Awaited::Reply, reader.next_chunk()).await? {
             data.extend_from_slice(&chunk);
         }
         Ok(data)
@@ -153,8 +178,9 @@ impl Fs {
     /// If the agent answers before the upload is over (it could not open
     /// the file, say), the upload stops and its answer is the result.
     ///
-    /// If reading `source` fails, the error is returned and the upload is
-    /// left open on the agent's side: the protocol has no way to abort an
+    /// If reading `source` fails, or the request timeout passes before the
+    /// last chunk is sent, the error is returned and the upload is left
+    /// open on the agent's side: the protocol has no way to abort an
     /// upload, and ending it with an empty chunk would commit a truncated
     /// file. Its id stays in flight until the connection closes.
     pub async fn write_from<R>(
@@ -170,23 +196,33 @@ impl Fs {
             path: path.into(),
             mode,
         };
-        let mut session = self.open(op.clone()).await?;
+        let deadline = self.client.deadline();
+        let mut session = self.open(op.clone(), deadline).await?;
         let mut buf = Vec::new();
         let mut total = 0u64;
         loop {
             buf.clear();
-            let n = (&mut source)
-                .take(FS_CHUNK_SIZE as u64)
-                .read_to_end(&mut buf)
-                .await
-                .map_err(ClientError::LocalIo)?;
+            let n = within(deadline, Awaited::Local, async {
+                (&mut source)
+                    .take(FS_CHUNK_SIZE as u64)
+                    .read_to_end(&mut buf)
+                    .await
+                    .map_err(ClientError::LocalIo)
+            })
+            .await?;
             if let Some(frame) = session.receiver_mut().try_next_frame()? {
                 // The agent answered early: the upload is over either way.
                 let message = decode(session.id(), &frame)?;
                 return response_result(&op, session.id(), message).map(|_| total);
             }
             // The last, empty chunk ends the upload.
-            match session.send_data(MessageType::FsData, &buf[..n]).await {
+            let sent = within(
+                deadline,
+                Awaited::Request,
+                session.send_data(MessageType::FsData, &buf[..n]),
+            )
+            .await;
+            match sent {
                 Ok(()) => {}
                 // The agent's answer has arrived meanwhile: report it.
                 Err(ClientError::SessionClosed { .. }) => break,
@@ -197,20 +233,25 @@ impl Fs {
             }
             total += n as u64;
         }
-        finish(&op, session.receiver_mut()).await?;
+        within(
+            deadline,
+            Awaited::Reply,
+            finish(&op, session.receiver_mut()),
+        )
+        .await?;
         Ok(total)
     }
 
-    async fn open(&self, op: FsOp) -> Result<Session, ClientError> {
-        self.client
-            .open(&Message::FsRequest(FsRequest { op }))
-            .await
+    async fn open(&self, op: FsOp, deadline: Option<Deadline>) -> Result<Session, ClientError> {
+        let request = Message::FsRequest(FsRequest { op });
+        self.client.open_within(&request, deadline).await
     }
 
     /// An operation whose only answer is the response.
     async fn simple(&self, op: &FsOp) -> Result<Option<FsResponseData>, ClientError> {
-        let mut session = self.open(op.clone()).await?;
-        finish(op, session.receiver_mut()).await
+        let deadline = self.client.deadline();
+        let mut session = self.open(op.clone(), deadline).await?;
+        within(deadline, Awaited::Reply, finish(op, session.receiver_mut())).await
     }
 }
 

@@ -24,13 +24,52 @@
 //! # Connection and ids
 //!
 //! [`Client::connect`] (or [`Client::from_stream`]) reads the relay's
-//! greeting, detecting its form (the 4-byte legacy offset or the 8-byte
+//! greeting (within a deadline, see below), detecting its form (the 4-byte legacy offset or the 8-byte
 //! bounds), and the cached `core.ready` frame. Every session takes an id
 //! from the client's range, round robin, wrapping around; an id is *in
 //! flight* from its request until its TERMINAL frame arrives, even when the
 //! caller has dropped the session's handle, and an id in flight is never
 //! handed out again. When every id is in flight, opening a session fails at
 //! once with [`ClientError::IdsExhausted`].
+//!
+//! # Deadlines
+//!
+//! Connecting is bounded by [`ClientConfig::connect_timeout`] (30 s by
+//! default, `None` to wait forever): the socket connect and the whole
+//! greeting must be done in time, or the result is
+//! [`ClientError::Timeout`] whose [`Awaited`] says what did not come
+//! ([`Awaited::Handshake`] from a relay still waiting for its agent, which
+//! greets no client before `core.ready`).
+//!
+//! Requests have no deadline by default. [`ClientConfig::request_timeout`]
+//! sets one for every request of a client, and
+//! [`Client::with_request_timeout`] makes a handle on the same connection
+//! with another (its [`Client::fs`] inherits it). The timeout counts from
+//! the call and covers the whole operation of the one-shot helpers:
+//! [`Client::exec_output`], every [`Fs`] operation but [`Fs::read`]
+//! (uploads and downloads included) and [`Client::shutdown`]. For the calls
+//! that return a streaming handle ([`Client::open`], [`Client::exec`],
+//! [`Fs::read`]) it bounds only writing the request; bound the handle's
+//! reads with `tokio::time::timeout`, they are cancel-safe. On expiry the
+//! error is [`ClientError::Timeout`], with [`Awaited::Request`] (the relay
+//! did not take the request or its data), [`Awaited::Reply`] (the agent did
+//! not answer) or [`Awaited::Local`] (an upload's source or a download's
+//! destination was the holdup).
+//!
+//! A timed-out request is abandoned, not cancelled: if it may have reached
+//! the agent, its id stays in flight, its late frames are discarded, and
+//! the id is handed out again only after its TERMINAL frame (or the end of
+//! the connection). An agent that never answers thus keeps the id;
+//! [`ClientError::IdsExhausted`] follows once every id is held. A command
+//! that ran out of time ([`Client::exec_output`], or [`Client::exec`]
+//! before it started) is killed with SIGKILL ([`ExecInput::kill`], sent in
+//! the background, so the error returns at once), which makes the agent end
+//! its session. The protocol has no way to cancel an fs operation: the
+//! agent may still carry it out, and an upload that timed out stays open
+//! on the agent's side.
+//!
+//! Timeouts need the tokio runtime's timer (`enable_time`, or
+//! `enable_all` as `#[tokio::main]` does) unless they are all `None`.
 //!
 //! # Concurrency and backpressure
 //!
@@ -60,14 +99,18 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod config;
+mod deadline;
 mod error;
 mod exec;
 mod fs;
 mod router;
 mod session;
+mod tasks;
 
-pub use client::{Client, ClientConfig};
-pub use error::{ClientError, Disconnect, FsOpKind};
+pub use client::Client;
+pub use config::ClientConfig;
+pub use error::{Awaited, ClientError, Disconnect, FsOpKind};
 pub use exec::{ExecEvent, ExecEvents, ExecInput, ExecSession, ExitStatus, Output};
 pub use fs::{Fs, FsReader};
 /// The payload types this crate's API takes and returns.

@@ -6,6 +6,7 @@
 )]
 
 mod connection;
+mod deadline;
 mod exec;
 mod fs;
 mod handshake;
