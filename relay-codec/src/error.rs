@@ -64,8 +64,10 @@ pub enum MessageError {
         /// The wire name found.
         name: String,
     },
-    /// The envelope is of another protocol generation.
-    #[error("protocol generation {found} is not supported (this codec speaks {supported})")]
+    /// The envelope is of a generation before the first.
+    #[error(
+        "protocol generation {found} is not supported (this codec speaks {supported} and later)"
+    )]
     UnsupportedVersion {
         /// The `v` found.
         found: u8,

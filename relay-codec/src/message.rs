@@ -262,9 +262,14 @@ impl Message {
     }
 
     /// Decodes a frame body (the bytes after id and flags).
+    ///
+    /// A later generation's envelope of a known type decodes too: upstream
+    /// never redefines a message type and only adds optional fields, and
+    /// its clients stamp their own generation on every message (0.7 sends
+    /// 10) whatever the agent's is. Generation 0 never existed.
     pub fn from_body(body: &[u8]) -> Result<Message, MessageError> {
         let envelope = Envelope::parse(body)?;
-        if envelope.version != PROTOCOL_VERSION {
+        if envelope.version < PROTOCOL_VERSION {
             return Err(MessageError::UnsupportedVersion {
                 found: envelope.version,
                 supported: PROTOCOL_VERSION,
@@ -664,18 +669,22 @@ mod tests {
     }
 
     #[test]
-    fn another_generation_is_refused() {
-        let mut frame = envelope_frame("core.shutdown", 0, Flags::SHUTDOWN, &[])
-            .unwrap()
-            .as_wire()
-            .to_vec();
-        // The version byte follows map(3) and the "v" key.
-        frame[WIRE_HEADER_SIZE + 3] = 2;
-        let frame = Frame::from_wire(frame.into()).unwrap();
+    fn known_types_of_later_generations_decode_and_generation_zero_is_refused() {
+        let with_version = |v: u8| {
+            let mut frame = envelope_frame("core.shutdown", 0, Flags::SHUTDOWN, &[])
+                .unwrap()
+                .as_wire()
+                .to_vec();
+            // The version byte follows map(3) and the "v" key.
+            frame[WIRE_HEADER_SIZE + 3] = v;
+            Message::from_frame(&Frame::from_wire(frame.into()).unwrap())
+        };
+        assert_eq!(with_version(2), Ok(Message::Shutdown));
+        assert_eq!(with_version(10), Ok(Message::Shutdown));
         assert_eq!(
-            Message::from_frame(&frame),
+            with_version(0),
             Err(MessageError::UnsupportedVersion {
-                found: 2,
+                found: 0,
                 supported: 1
             })
         );
