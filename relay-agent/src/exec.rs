@@ -178,9 +178,20 @@ pub(crate) fn log_send_error(err: &SendError) {
     }
 }
 
-/// Signals the running process, or its process group once it was reaped.
+/// Signals a session's processes.
+///
+/// `SIGKILL` (how the relay ends the sessions of a client that has gone)
+/// goes to the whole process group, so nothing the session started stays
+/// behind holding its pipes, and to the main process too in case it moved
+/// to a group of its own. Other signals go to the main process while it
+/// runs (a shell decides what its children get) and to the group once it
+/// has been reaped.
 pub(crate) fn deliver_signal(live_pid: Option<u32>, pgid: u32, signal: i32) {
     let delivered = match live_pid {
+        Some(pid) if signal == SIGKILL => {
+            let group = spawn::signal_group(pgid, signal);
+            spawn::signal_process(pid, signal).or(group)
+        }
         Some(pid) => spawn::signal_process(pid, signal),
         None => spawn::signal_group(pgid, signal),
     };

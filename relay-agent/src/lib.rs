@@ -86,6 +86,18 @@
 //! A signal on an fs session cancels it (`ok: false`, "cancelled by a
 //! signal"): the relay signals every session of a client that has gone.
 //!
+//! # Process groups
+//!
+//! Every exec runs in a process group of its own (a pty session is its
+//! own session). `SIGKILL`, the relay's kill of a departed client's
+//! sessions, goes to the whole group, so background jobs (`cmd &`,
+//! `(cmd &)`) die with the command and stop holding its pipes; other
+//! signals go to the main process while it runs and to the group after.
+//! A process that leaves the group on purpose (`setsid`, a daemon's double
+//! fork) escapes the kill: it keeps running, and if it still holds the
+//! session's stdout or stderr the session stays open until it closes them.
+//! As PID 1 (`--init`) the agent reaps such orphans when they exit.
+//!
 //! # What is left out
 //!
 //! - `tty` with `user`: the pty crate used here cannot switch users and

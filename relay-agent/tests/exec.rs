@@ -283,6 +283,31 @@ async fn a_signal_after_the_main_process_exited_reaches_its_process_group() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_ends_every_process_the_session_started_while_its_main_process_runs() {
+    let host = Host::start().await;
+    // Two background sleeps (one from a subshell, so not sh's child), and
+    // sh itself waiting in the foreground.
+    let mut session = host
+        .exec(sh(
+            "sleep 1001 & echo $!; (sleep 1002 & echo $!); sleep 1003",
+        ))
+        .await;
+    let sh_pid = session.started().await;
+    let mut text = String::new();
+    while text.lines().count() < 2 {
+        text.push_str(&session.stdout_until("\n").await);
+    }
+    let background: Vec<u32> = text.lines().map(|l| l.trim().parse().unwrap()).collect();
+    host.signal(session.id, 9).await;
+    let outcome = session.finish().await;
+    assert_eq!(outcome.code, 137, "sh was killed");
+    wait_until_gone(sh_pid).await;
+    for pid in background {
+        wait_until_gone(pid).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tty_mode_runs_the_command_under_a_terminal() {
     let host = Host::start().await;
     let mut req = sh("tty -s && echo yes; test -t 1 && echo out-is-tty");
