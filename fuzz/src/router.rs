@@ -302,10 +302,10 @@ fn slot_range(layout: SlotLayout, slot: u32) -> IdRange {
             (first, last)
         }
         SlotLayout::Bounds { slots } => {
-            // 1..u32::MAX split in equal parts; id 0 and the remainder belong to none.
-            let step = (u32::MAX - 1) / slots;
-            let first = 1 + slot * step;
-            (first, first + step - 1)
+            // microsandbox 0.7's canonical ranges: [k*S + 1, (k+1)*S) with
+            // S = u32::MAX / slots; the multiples of S and the tail belong to none.
+            let step = u32::MAX / slots;
+            (slot * step + 1, slot * step + step - 1)
         }
     };
     IdRange::new(first, last).unwrap_or_else(|| unreachable!("slot ranges are never empty"))
