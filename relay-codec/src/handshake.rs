@@ -182,6 +182,13 @@ impl Handshake {
     /// that single id.
     pub fn encode(&self, ready: &Frame, dst: &mut BytesMut) {
         dst.reserve(self.prefix_len() + ready.wire_len());
+        self.encode_prefix(dst);
+        dst.put_slice(ready.as_wire());
+    }
+
+    /// Appends the prefix alone (a relay that sends the cached ready frame
+    /// after it without copying it).
+    pub fn encode_prefix(&self, dst: &mut BytesMut) {
         match *self {
             Handshake::Legacy { offset } => dst.put_u32(offset),
             Handshake::Bounds { range } => {
@@ -189,7 +196,6 @@ impl Handshake {
                 dst.put_u32(range.last().saturating_add(1));
             }
         }
-        dst.put_slice(ready.as_wire());
     }
 
     /// Decodes a greeting from the start of `buf`.

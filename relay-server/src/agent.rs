@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::error::{ClientFault, RelayError};
 use crate::flow::{self, Flow};
-use crate::outbox::Push;
+use crate::outbox::{self, Push};
 use crate::relay::{Hub, Shared};
 use crate::stats::Counters;
 
@@ -277,7 +277,7 @@ fn deliver(shared: &Shared, hub: &mut Hub, client: ClientId, frame: Frame) {
     let len = frame.wire_len();
     let header = frame.header();
     let budget = shared.config.total_queue_budget;
-    while shared.total_queued.load(Ordering::Relaxed) + len > budget {
+    while shared.total_queued.load(Ordering::Relaxed) + outbox::charge(len) > budget {
         let victim = hub
             .clients
             .iter()

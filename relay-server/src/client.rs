@@ -72,10 +72,14 @@ fn admit(shared: &Shared) -> Option<(ClientId, tracing::Span)> {
     let Some(ready) = hub.ready.clone() else {
         unreachable!("clients are accepted only after core.ready");
     };
-    let mut greeting = BytesMut::new();
-    admission.handshake.encode(&ready, &mut greeting);
+    let mut prefix = BytesMut::new();
+    admission.handshake.encode_prefix(&mut prefix);
     let outbox = Arc::new(Outbox::new(shared.config.client_queue_budget));
-    if outbox.push(greeting.freeze(), None, &shared.total_queued) != Push::Queued {
+    // The cached ready frame is shared, not copied, by every greeting.
+    let greeted = [prefix.freeze(), ready.into_wire()]
+        .into_iter()
+        .all(|part| outbox.push(part, None, &shared.total_queued) == Push::Queued);
+    if !greeted {
         tracing::error!("client queue budget is smaller than the handshake; refusing");
         hub.router.disconnect(admission.client, Instant::now());
         return None;
@@ -390,9 +394,10 @@ async fn run_client_writer(
     let stall = shared.config.stall_timeout;
     let mut batch: Vec<Bytes> = Vec::with_capacity(WRITE_BATCH);
     let mut credits: Released = Vec::new();
+    let mut prefix_queued = true;
     loop {
-        let bytes = match outbox.take(WRITE_BATCH, &mut batch, &mut credits) {
-            Take::Batch(bytes) => bytes,
+        let charged = match outbox.take(WRITE_BATCH, &mut batch, &mut credits) {
+            Take::Batch(charged) => charged,
             Take::Idle => {
                 tokio::select! {
                     () = outbox.notified() => {}
@@ -403,7 +408,9 @@ async fn run_client_writer(
             }
             Take::Done => break,
         };
-        let frames = batch.len();
+        // The first item ever queued is the greeting's id prefix, not a frame.
+        let frames = batch.len() - usize::from(std::mem::take(&mut prefix_queued));
+        let wire_bytes: usize = batch.iter().map(Bytes::len).sum();
         let result = tokio::select! {
             result = write_batch(&mut wr, &batch, stall) => result,
             () = abort.cancelled() => Err(WriteEnd::Aborted),
@@ -411,7 +418,7 @@ async fn run_client_writer(
             () = shared.hard_stop.cancelled() => Err(WriteEnd::Aborted),
         };
         batch.clear();
-        outbox.written(bytes, &shared.total_queued);
+        outbox.written(charged, &shared.total_queued);
         if !credits.is_empty() {
             // Written or abandoned, these frames have left the relay.
             let mut hub = shared.hub();
@@ -421,7 +428,7 @@ async fn run_client_writer(
         match result {
             Ok(()) => {
                 Counters::add(&shared.counters.delivered_frames, frames as u64);
-                Counters::add(&shared.counters.delivered_bytes, bytes as u64);
+                Counters::add(&shared.counters.delivered_bytes, wire_bytes as u64);
             }
             Err(WriteEnd::Stalled) => {
                 let mut hub = shared.hub();

@@ -121,14 +121,17 @@ impl RelayConfig {
         self
     }
 
-    /// Bytes queued toward one client before it is cut off as a slow consumer.
+    /// Bytes queued toward one client before it is cut off as a slow
+    /// consumer. A queued frame counts its wire bytes plus a fixed 128
+    /// bytes, what its queue slot and allocation cost, so the budget bounds
+    /// memory for tiny frames too.
     pub fn with_client_queue_budget(mut self, bytes: usize) -> Self {
         self.client_queue_budget = bytes;
         self
     }
 
-    /// Bytes queued toward all clients together; past it, the client with
-    /// the largest queue is cut off.
+    /// Bytes queued toward all clients together, counted the same way;
+    /// past it, the client with the largest queue is cut off.
     pub fn with_total_queue_budget(mut self, bytes: usize) -> Self {
         self.total_queue_budget = bytes;
         self

@@ -39,6 +39,27 @@ pub(crate) enum Take {
     Done,
 }
 
+/// What one queued frame costs beyond its wire bytes: its slot in the queue
+/// (an [`Item`], twice over while the deque's capacity is a power of two
+/// above its length) and the allocator's header on the frame's own
+/// allocation (glibc's smallest chunk is 32 bytes, its header 8). Budgets
+/// charge it so that a flood of tiny frames cannot make the relay hold many
+/// times the memory its configuration states.
+pub(crate) const FRAME_OVERHEAD: usize = 2 * std::mem::size_of::<Item>() + 32;
+
+/// What a frame of `len` wire bytes is charged against the budgets.
+pub(crate) const fn charge(len: usize) -> usize {
+    len + FRAME_OVERHEAD
+}
+
+/// A drained queue keeps at most this many slots of capacity.
+const KEEP_CAPACITY: usize = 1024;
+
+/// Queues longer than this are freed on a blocking thread when dropped: a
+/// cut-off client may hold millions of tiny frames, and freeing them on the
+/// relay's thread would stall every other client meanwhile.
+const FREE_OFF_THREAD: usize = 4096;
+
 /// One queued item: bytes for the socket, and the frame header to credit
 /// back to the agent once they leave (with flow control on).
 #[derive(Debug)]
@@ -95,18 +116,18 @@ impl Outbox {
         credit: Option<FrameHeader>,
         total: &AtomicUsize,
     ) -> Push {
-        let len = bytes.len();
+        let cost = charge(bytes.len());
         let mut state = self.state();
         if state.close.is_some() {
             return Push::Closed;
         }
-        if state.queued + state.in_flight + len > self.budget {
+        if state.queued + state.in_flight + cost > self.budget {
             return Push::OverBudget;
         }
         let was_empty = state.queue.is_empty();
         state.queue.push_back(Item { bytes, credit });
-        state.queued += len;
-        total.fetch_add(len, Ordering::Relaxed);
+        state.queued += cost;
+        total.fetch_add(cost, Ordering::Relaxed);
         drop(state);
         if was_empty {
             // The writer drains everything once woken, so one wakeup per
@@ -117,7 +138,8 @@ impl Outbox {
     }
 
     /// Moves up to `max` queued items into `batch` for writing, and the
-    /// headers to credit once they are written into `credits`.
+    /// headers to credit once they are written into `credits`. The batch's
+    /// charge (wire bytes and overhead) goes back with [`Outbox::written`].
     pub(crate) fn take(&self, max: usize, batch: &mut Vec<Bytes>, credits: &mut Released) -> Take {
         let mut state = self.state();
         if state.close == Some(Close::Abort) {
@@ -131,20 +153,24 @@ impl Outbox {
                 Take::Idle
             };
         }
-        let mut bytes = 0;
+        let mut charged = 0;
         for item in state.queue.drain(..n) {
-            bytes += item.bytes.len();
+            charged += charge(item.bytes.len());
             if let Some(header) = item.credit {
                 credits.push((header, item.bytes.len()));
             }
             batch.push(item.bytes);
         }
-        state.queued -= bytes;
-        state.in_flight += bytes;
-        Take::Batch(bytes)
+        if state.queue.is_empty() && state.queue.capacity() > KEEP_CAPACITY {
+            // The capacity a burst left behind is memory nobody charges.
+            state.queue = VecDeque::new();
+        }
+        state.queued -= charged;
+        state.in_flight += charged;
+        Take::Batch(charged)
     }
 
-    /// The writer finished (or gave up on) a batch of `bytes`.
+    /// The writer finished (or gave up on) a batch charged `bytes`.
     pub(crate) fn written(&self, bytes: usize, total: &AtomicUsize) {
         let mut state = self.state();
         state.in_flight -= bytes;
@@ -160,12 +186,13 @@ impl Outbox {
         let dropped = match (state.close, mode) {
             (Some(Close::Abort), _) => (0, Vec::new()),
             (_, Close::Abort) => {
-                let count = state.queue.len();
-                let released = state
-                    .queue
-                    .drain(..)
+                let queue = std::mem::take(&mut state.queue);
+                let count = queue.len();
+                let released = queue
+                    .iter()
                     .filter_map(|item| item.credit.map(|h| (h, item.bytes.len())))
                     .collect();
+                free(queue);
                 // The batch being written is abandoned too: release it now,
                 // so the relay-wide total is right the moment a client is
                 // cut off (the total-budget check runs right after).
@@ -185,7 +212,8 @@ impl Outbox {
         dropped
     }
 
-    /// Bytes queued or being written, as counted in the relay-wide total.
+    /// Bytes charged for what is queued or being written, as counted in the
+    /// relay-wide total.
     pub(crate) fn pending_bytes(&self) -> usize {
         let state = self.state();
         if state.in_flight_released {
@@ -201,9 +229,25 @@ impl Outbox {
     }
 }
 
+/// Drops a queue, on a blocking thread when it is long.
+fn free(queue: VecDeque<Item>) {
+    if queue.len() > FREE_OFF_THREAD
+        && let Ok(runtime) = tokio::runtime::Handle::try_current()
+    {
+        drop(runtime.spawn_blocking(move || drop(queue)));
+    } else {
+        drop(queue);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The budget for `frames` frames of `len` bytes each.
+    fn room(frames: usize, len: usize) -> usize {
+        frames * charge(len)
+    }
 
     fn item(n: usize) -> Bytes {
         Bytes::from(vec![0u8; n])
@@ -212,15 +256,23 @@ mod tests {
     #[test]
     fn push_counts_bytes_here_and_in_the_total_until_written() {
         let total = AtomicUsize::new(0);
-        let outbox = Outbox::new(100);
+        let outbox = Outbox::new(1000);
         assert_eq!(outbox.push(item(30), None, &total), Push::Queued);
         assert_eq!(outbox.push(item(20), None, &total), Push::Queued);
         let mut batch = Vec::new();
         let mut credits = Vec::new();
-        assert_eq!(outbox.take(8, &mut batch, &mut credits), Take::Batch(50));
-        assert_eq!(outbox.pending_bytes(), 50, "in-flight bytes still count");
-        assert_eq!(total.load(Ordering::Relaxed), 50);
-        outbox.written(50, &total);
+        let charged = charge(30) + charge(20);
+        assert_eq!(
+            outbox.take(8, &mut batch, &mut credits),
+            Take::Batch(charged)
+        );
+        assert_eq!(
+            outbox.pending_bytes(),
+            charged,
+            "in-flight bytes still count"
+        );
+        assert_eq!(total.load(Ordering::Relaxed), charged);
+        outbox.written(charged, &total);
         assert_eq!(outbox.pending_bytes(), 0);
         assert_eq!(total.load(Ordering::Relaxed), 0);
         assert_eq!(outbox.take(8, &mut batch, &mut credits), Take::Idle);
@@ -229,17 +281,46 @@ mod tests {
     #[test]
     fn a_push_past_the_budget_queues_nothing() {
         let total = AtomicUsize::new(0);
-        let outbox = Outbox::new(100);
+        let outbox = Outbox::new(charge(60) + charge(40));
         assert_eq!(outbox.push(item(60), None, &total), Push::Queued);
         assert_eq!(outbox.push(item(41), None, &total), Push::OverBudget);
         assert_eq!(outbox.push(item(40), None, &total), Push::Queued);
-        assert_eq!(total.load(Ordering::Relaxed), 100);
+        assert_eq!(total.load(Ordering::Relaxed), charge(60) + charge(40));
+    }
+
+    #[test]
+    fn tiny_frames_are_charged_what_they_cost_not_their_wire_bytes() {
+        let total = AtomicUsize::new(0);
+        let outbox = Outbox::new(10_000);
+        let mut queued = 0;
+        while outbox.push(item(10), None, &total) == Push::Queued {
+            queued += 1;
+        }
+        assert_eq!(queued, 10_000 / charge(10), "not 1,000 frames");
+        assert_eq!(FRAME_OVERHEAD, 128, "two 48-byte deque slots and an allocation");
+    }
+
+    #[test]
+    fn a_drained_queue_gives_back_the_capacity_a_burst_left() {
+        let total = AtomicUsize::new(0);
+        let outbox = Outbox::new(usize::MAX);
+        for _ in 0..100_000 {
+            outbox.push(item(1), None, &total);
+        }
+        let mut batch = Vec::new();
+        let mut credits = Vec::new();
+        while let Take::Batch(charged) = outbox.take(1024, &mut batch, &mut credits) {
+            outbox.written(charged, &total);
+            batch.clear();
+        }
+        assert!(outbox.state().queue.capacity() <= KEEP_CAPACITY);
+        assert_eq!(total.load(Ordering::Relaxed), 0);
     }
 
     #[test]
     fn abort_drops_the_queue_and_releases_its_bytes() {
         let total = AtomicUsize::new(0);
-        let outbox = Outbox::new(100);
+        let outbox = Outbox::new(room(3, 30));
         outbox.push(item(10), None, &total);
         let mut batch = Vec::new();
         let mut credits = Vec::new();
@@ -254,14 +335,14 @@ mod tests {
         );
         assert_eq!(outbox.push(item(1), None, &total), Push::Closed);
         assert_eq!(outbox.take(8, &mut batch, &mut credits), Take::Done);
-        outbox.written(10, &total);
+        outbox.written(charge(10), &total);
         assert_eq!(total.load(Ordering::Relaxed), 0, "and not twice");
     }
 
     #[test]
     fn credited_items_report_their_headers_when_taken_or_dropped() {
         let total = AtomicUsize::new(0);
-        let outbox = Outbox::new(100);
+        let outbox = Outbox::new(room(3, 20));
         let header = FrameHeader {
             id: 7,
             flags: relay_codec::Flags::NONE,
@@ -271,7 +352,10 @@ mod tests {
         outbox.push(item(20), Some(header), &total);
         let mut batch = Vec::new();
         let mut credits = Vec::new();
-        assert_eq!(outbox.take(2, &mut batch, &mut credits), Take::Batch(15));
+        assert_eq!(
+            outbox.take(2, &mut batch, &mut credits),
+            Take::Batch(charge(10) + charge(5))
+        );
         assert_eq!(credits, vec![(header, 10)]);
         let (dropped, released) = outbox.close(Close::Abort, &total);
         assert_eq!((dropped, released), (1, vec![(header, 20)]));
@@ -280,13 +364,16 @@ mod tests {
     #[test]
     fn flush_lets_the_writer_drain_before_it_is_done() {
         let total = AtomicUsize::new(0);
-        let outbox = Outbox::new(100);
+        let outbox = Outbox::new(room(1, 10));
         outbox.push(item(10), None, &total);
         outbox.close(Close::Flush, &total);
         let mut batch = Vec::new();
         let mut credits = Vec::new();
-        assert_eq!(outbox.take(8, &mut batch, &mut credits), Take::Batch(10));
-        outbox.written(10, &total);
+        assert_eq!(
+            outbox.take(8, &mut batch, &mut credits),
+            Take::Batch(charge(10))
+        );
+        outbox.written(charge(10), &total);
         assert_eq!(outbox.take(8, &mut batch, &mut credits), Take::Done);
     }
 }

@@ -104,7 +104,8 @@ pub struct StatsSnapshot {
     pub agent_to_client_frames: u64,
     /// Bytes written to clients.
     pub agent_to_client_bytes: u64,
-    /// Bytes queued toward clients now.
+    /// Bytes charged for frames queued toward clients now (wire bytes plus
+    /// a fixed per-frame overhead, as the budgets count them).
     pub queued_bytes: usize,
     /// Frames dropped, by reason. Every drop is counted here.
     pub dropped: DropCounts,
