@@ -1,6 +1,6 @@
 //! `agent-relay exec`: run a command in the guest with streamed stdio.
 
-use relay_client::{Client, ExecEvent, ExecRequest};
+use relay_client::{ExecEvent, ExecRequest};
 use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -45,7 +45,7 @@ pub(crate) async fn run(args: ExecArgs) -> u8 {
 }
 
 async fn exec(args: ExecArgs) -> Result<i32, Box<dyn std::error::Error>> {
-    let client = Client::connect(args.socket.path()).await?;
+    let client = args.socket.connect().await?;
     let mut command = args.command.into_iter();
     let program = command.next().unwrap_or_default();
     let mut request = ExecRequest::new(program, command);

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use relay_client::{Client, FsEntry};
+use relay_client::FsEntry;
 use tokio::io::AsyncWriteExt;
 
 use crate::SocketArgs;
@@ -88,7 +88,7 @@ pub(crate) async fn run(args: FsArgs) -> u8 {
 }
 
 async fn fs(args: FsArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let client = Client::connect(args.socket.path()).await?;
+    let client = args.socket.connect().await?;
     let fs = client.fs();
     match args.op {
         FsCommand::Stat { path } => {

@@ -73,6 +73,15 @@ struct SocketArgs {
     /// or under the temporary directory].
     #[arg(long, short = 's', env = "AGENT_RELAY_SOCKET", value_name = "PATH")]
     socket: Option<PathBuf>,
+    /// Seconds to wait for the relay's greeting (a relay still waiting for
+    /// its guest sends none); 0 waits for ever.
+    #[arg(
+        long,
+        env = "AGENT_RELAY_CONNECT_TIMEOUT",
+        default_value_t = 30.0,
+        value_name = "SECS"
+    )]
+    connect_timeout: f64,
 }
 
 impl SocketArgs {
@@ -80,6 +89,15 @@ impl SocketArgs {
         self.socket
             .clone()
             .unwrap_or_else(relay_server::default_socket_path)
+    }
+
+    /// Connects to the relay, giving up after `--connect-timeout`.
+    async fn connect(&self) -> Result<relay_client::Client, relay_client::ClientError> {
+        let timeout = (self.connect_timeout > 0.0)
+            .then(|| std::time::Duration::try_from_secs_f64(self.connect_timeout).ok())
+            .flatten();
+        let config = relay_client::ClientConfig::default().with_connect_timeout(timeout);
+        relay_client::Client::connect_with(self.path(), config).await
     }
 }
 
@@ -133,9 +151,8 @@ fn fail(error: impl std::fmt::Display) -> u8 {
 }
 
 async fn shutdown(args: SocketArgs) -> u8 {
-    let path = args.path();
     let result = async {
-        let client = relay_client::Client::connect(&path).await?;
+        let client = args.connect().await?;
         client.shutdown().await
     };
     match result.await {
