@@ -297,7 +297,10 @@ mod tests {
             queued += 1;
         }
         assert_eq!(queued, 10_000 / charge(10), "not 1,000 frames");
-        assert_eq!(FRAME_OVERHEAD, 128, "two 48-byte deque slots and an allocation");
+        assert_eq!(
+            FRAME_OVERHEAD, 128,
+            "two 48-byte deque slots and an allocation"
+        );
     }
 
     #[test]
