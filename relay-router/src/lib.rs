@@ -521,6 +521,31 @@ impl Router {
         expired.len()
     }
 
+    /// The agent restarted (a `core.ready` after the first): it knows none
+    /// of the sessions open now, and none will get a terminal frame. Forgets
+    /// them all (counted as abandoned), frees resting slots at once, and
+    /// returns the connected clients that had sessions open, with how many:
+    /// the server ends those connections. Clients without sessions are left
+    /// alone.
+    pub fn agent_restarted(&mut self) -> Vec<(ClientId, usize)> {
+        let mut affected = Vec::new();
+        for slot in 0..self.slots.len() {
+            let entry = &mut self.slots[slot];
+            let open = entry.sessions.len();
+            if open == 0 {
+                continue;
+            }
+            entry.sessions.clear();
+            self.counters.sessions_abandoned += open as u64;
+            match entry.state {
+                SlotState::Occupied(client) => affected.push((client, open)),
+                SlotState::Quarantined { .. } => self.release(slot as u32),
+                SlotState::Free => {}
+            }
+        }
+        affected
+    }
+
     /// When the next quarantine ends, if any (the server ticks then).
     pub fn next_deadline(&self) -> Option<Instant> {
         self.slots

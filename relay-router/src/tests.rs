@@ -400,3 +400,28 @@ fn owner_names_the_client_of_an_id_without_counting_anything() {
     assert_eq!(router.counters(), before);
     assert_eq!(router.slot_range(0).unwrap().first(), 0);
 }
+
+#[test]
+fn an_agent_restart_forgets_every_session_and_names_the_clients_that_had_some() {
+    let mut router = legacy();
+    let busy = router.connect(t0()).unwrap();
+    let idle = router.connect(t0()).unwrap();
+    let leaving = router.connect(t0()).unwrap();
+    for id in [busy.ids.first(), busy.ids.first() + 1] {
+        router.client_frame(busy.client, header(id, Flags::SESSION_START));
+    }
+    router.client_frame(
+        leaving.client,
+        header(leaving.ids.first(), Flags::SESSION_START),
+    );
+    router.disconnect(leaving.client, t0());
+    assert_eq!(router.slots_quarantined(), 1);
+
+    assert_eq!(router.agent_restarted(), vec![(busy.client, 2)]);
+    assert_eq!(router.sessions_open(), 0);
+    assert_eq!(router.slots_quarantined(), 0, "nothing left to wait for");
+    assert_eq!(router.counters().sessions_abandoned, 3);
+    assert!(router.is_connected(idle.client));
+    // The busy client's disconnect now kills nothing.
+    assert!(router.disconnect(busy.client, t0()).is_empty());
+}

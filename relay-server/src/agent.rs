@@ -14,6 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use crate::error::{ClientFault, RelayError};
 use crate::flow::{self, Flow};
 use crate::outbox::{self, Push};
+use crate::ratelog::limited;
 use crate::relay::{Hub, Shared};
 use crate::stats::Counters;
 
@@ -243,9 +244,17 @@ fn route(shared: &Shared, frames: &mut Vec<Frame>) -> Option<u32> {
 /// clients may already have overtaken, so both sides fall back to plain
 /// generation 1 rather than disagree about which sessions carry credit.
 fn replace_ready(shared: &Shared, hub: &mut Hub, frame: Frame) {
-    tracing::info!("agent sent core.ready again; replacing the cached one");
+    limited!(
+        info,
+        "agent sent core.ready again; replacing the cached one"
+    );
     hub.ready = Some(frame);
     Counters::inc(&shared.counters.ready_replaced);
+    // The sessions open now died with the old agent: end their clients'
+    // connections rather than leave them waiting for ever.
+    for (client, sessions) in hub.router.agent_restarted() {
+        shared.cut_off(hub, client, ClientFault::AgentRestarted { sessions });
+    }
     if hub.flow.take().is_some() {
         // A frame held for credit must look again: nothing is held now.
         for attached in hub.clients.iter().flatten() {

@@ -21,6 +21,7 @@ use tracing::Instrument;
 use crate::error::ClientFault;
 use crate::flow::Admit;
 use crate::outbox::{Close, Outbox, Push, Released, Take};
+use crate::ratelog::limited;
 use crate::relay::{Attached, Shared};
 use crate::stats::Counters;
 
@@ -65,7 +66,7 @@ fn admit(shared: &Shared) -> Option<(ClientId, tracing::Span)> {
     let admission = match hub.router.connect(Instant::now()) {
         Ok(admission) => admission,
         Err(refusal) => {
-            tracing::warn!(%refusal, "refusing connection");
+            limited!(warn, %refusal, "refusing connection");
             return None;
         }
     };
@@ -163,7 +164,7 @@ async fn serve_client(shared: Arc<Shared>, stream: UnixStream, client: ClientId)
             if matches!(fault, ClientFault::Malformed(_)) {
                 Counters::inc(&shared.counters.clients_malformed);
             }
-            tracing::warn!(%fault, "disconnecting client");
+            limited!(warn, %fault, "disconnecting client");
             Some(*fault)
         }
         ReaderEnd::Io(error) => {
@@ -194,7 +195,11 @@ async fn serve_client(shared: Arc<Shared>, stream: UnixStream, client: ClientId)
         kills
     };
     if !kills.is_empty() {
-        tracing::info!(sessions = ?kills, "killing the sessions of a departed client");
+        limited!(
+            info,
+            sessions = kills.len(),
+            "killing the sessions of a departed client"
+        );
         let frames: Vec<Frame> = kills
             .iter()
             .filter_map(|&id| {
@@ -351,7 +356,7 @@ impl ClientReader<'_> {
             }
         }
         if shutdowns > 0 {
-            tracing::info!("client requested sandbox shutdown");
+            limited!(info, "client requested sandbox shutdown");
             self.shared.drain_tx.send_modify(|n| *n += shutdowns);
         }
         (count, outcome)

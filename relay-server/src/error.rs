@@ -91,6 +91,14 @@ pub enum ClientFault {
         /// The stall timeout.
         timeout: Duration,
     },
+    /// The agent sent `core.ready` again (it restarted) while the client
+    /// had sessions open: they ended with the old agent and will never get
+    /// their terminal frames.
+    #[error("the agent restarted; {sessions} open sessions ended with it")]
+    AgentRestarted {
+        /// The client's sessions that were open.
+        sessions: usize,
+    },
 }
 
 /// A copyable summary of a [`FrameError`] from a client.

@@ -51,6 +51,7 @@ mod config;
 mod error;
 mod flow;
 mod outbox;
+mod ratelog;
 mod relay;
 mod socket;
 mod stats;

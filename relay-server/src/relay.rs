@@ -22,6 +22,7 @@ use crate::config::RelayConfig;
 use crate::error::{ClientFault, RelayError};
 use crate::flow::Flow;
 use crate::outbox::{Close, Outbox, Released};
+use crate::ratelog::limited;
 use crate::socket::{self, SocketFile};
 use crate::stats::{Counters, HubView, RingOccupancy, StatsSnapshot};
 
@@ -395,19 +396,33 @@ impl Shared {
         else {
             return;
         };
-        let counter = match fault {
-            ClientFault::TotalBudget { .. } => &self.counters.slow_total_budget,
-            ClientFault::Stalled { .. } => &self.counters.slow_stalled,
-            _ => &self.counters.slow_over_budget,
+        let (counter, dropped_counter) = match fault {
+            ClientFault::TotalBudget { .. } => (
+                &self.counters.slow_total_budget,
+                &self.counters.dropped_slow_consumer,
+            ),
+            ClientFault::Stalled { .. } => (
+                &self.counters.slow_stalled,
+                &self.counters.dropped_slow_consumer,
+            ),
+            ClientFault::AgentRestarted { .. } => (
+                &self.counters.restart_disconnects,
+                &self.counters.dropped_client_gone,
+            ),
+            _ => (
+                &self.counters.slow_over_budget,
+                &self.counters.dropped_slow_consumer,
+            ),
         };
         Counters::inc(counter);
         let (dropped, released) = attached.outbox.close(Close::Abort, &self.total_queued);
-        Counters::add(&self.counters.dropped_slow_consumer, dropped as u64);
-        tracing::warn!(
+        Counters::add(dropped_counter, dropped as u64);
+        limited!(
+            warn,
             slot = attached.id.slot(),
             %fault,
             dropped_frames = dropped,
-            "disconnecting slow consumer"
+            "disconnecting client"
         );
         attached.fault = Some(fault);
         attached.stop_reading.cancel();
@@ -440,7 +455,8 @@ impl Shared {
             Ok(cred) if self.config.allowed_peers.allows(cred.uid(), self.own_uid) => true,
             Ok(cred) => {
                 Counters::inc(&self.counters.peers_refused);
-                tracing::warn!(
+                limited!(
+                    warn,
                     uid = cred.uid(),
                     "refusing a peer with a uid that is not allowed"
                 );
@@ -448,7 +464,7 @@ impl Shared {
             }
             Err(error) => {
                 Counters::inc(&self.counters.peers_refused);
-                tracing::warn!(%error, "refusing a peer whose credentials cannot be read");
+                limited!(warn, %error, "refusing a peer whose credentials cannot be read");
                 false
             }
         }

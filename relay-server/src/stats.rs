@@ -14,6 +14,7 @@ pub(crate) struct Counters {
     pub(crate) slow_over_budget: AtomicU64,
     pub(crate) slow_total_budget: AtomicU64,
     pub(crate) slow_stalled: AtomicU64,
+    pub(crate) restart_disconnects: AtomicU64,
     pub(crate) client_frames: AtomicU64,
     pub(crate) client_bytes: AtomicU64,
     pub(crate) agent_frames: AtomicU64,
@@ -84,6 +85,9 @@ pub struct StatsSnapshot {
     pub slow_total_budget: u64,
     /// Slow consumers cut off because their queue stalled.
     pub slow_stalled: u64,
+    /// Clients disconnected because the agent restarted under their open
+    /// sessions.
+    pub agent_restart_disconnects: u64,
     /// Slots resting after their client left.
     pub slots_quarantined: u32,
     /// Sessions open now (including those of quarantined slots).
@@ -179,6 +183,7 @@ impl StatsSnapshot {
             slow_over_budget: get(&counters.slow_over_budget),
             slow_total_budget: get(&counters.slow_total_budget),
             slow_stalled: get(&counters.slow_stalled),
+            agent_restart_disconnects: get(&counters.restart_disconnects),
             slots_quarantined: quarantined,
             sessions_open,
             sessions_opened: router.sessions_opened,
