@@ -418,6 +418,8 @@ pub struct Report {
     pub refused: u64,
     /// Clients rejected for a frame.
     pub rejected: u64,
+    /// Session requests refused for the per-client limit.
+    pub sessions_refused: u64,
     /// Sessions killed on disconnect.
     pub killed: u64,
     /// Agent frames dropped for a resting slot.
@@ -448,6 +450,7 @@ pub fn run(scenario: &Scenario) -> Result<Report, Violation> {
         delivered: counters.agent_frames_delivered,
         refused: counters.clients_refused,
         rejected: counters.clients_rejected,
+        sessions_refused: counters.sessions_refused,
         killed: counters.sessions_killed,
         dropped_resting: counters.agent_frames_dropped_quarantined,
         expired: counters.quarantines_expired,
@@ -626,8 +629,8 @@ fn client_frame(
                 last: client.ids.last(),
             })
         } else if starts && sessions.len() >= limit && !sessions.contains(&id) {
-            model.counters.clients_rejected += 1;
-            ClientVerdict::Reject(RejectReason::TooManySessions { limit })
+            model.counters.sessions_refused += 1;
+            ClientVerdict::RefuseSession { limit }
         } else {
             if starts && sessions.insert(id) {
                 model.counters.sessions_opened += 1;
@@ -786,6 +789,7 @@ fn check_state(router: &Router, model: &Model, previous: &RouterCounters) -> Res
             c.clients_rejected,
             c.clients_disconnected,
             c.sessions_opened,
+            c.sessions_refused,
             c.sessions_closed,
             c.sessions_killed,
             c.sessions_abandoned,
@@ -930,8 +934,12 @@ mod tests {
             ],
         };
         let report = run(&scenario).unwrap();
-        assert_eq!(report.rejected, 2, "a spy, then one session too many");
-        assert_eq!(report.killed, 2);
+        assert_eq!(report.rejected, 1, "a spy");
+        assert_eq!(report.sessions_refused, 1, "one session too many");
+        assert_eq!(
+            report.killed, 0,
+            "the client over its limit keeps its sessions"
+        );
     }
 
     #[test]

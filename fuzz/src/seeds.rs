@@ -378,13 +378,15 @@ mod tests {
             total.delivered += report.delivered;
             total.refused += report.refused;
             total.rejected += report.rejected;
+            total.sessions_refused += report.sessions_refused;
             total.killed += report.killed;
             total.dropped_resting += report.dropped_resting;
             total.expired += report.expired;
         }
         assert!(total.delivered >= 3, "{total:?}");
         assert!(total.refused >= 2, "{total:?}");
-        assert!(total.rejected >= 2, "{total:?}");
+        assert!(total.rejected >= 1, "{total:?}");
+        assert!(total.sessions_refused >= 1, "{total:?}");
         assert!(total.killed >= 2, "{total:?}");
         assert!(total.dropped_resting >= 2, "{total:?}");
         assert!(total.expired >= 1, "{total:?}");

@@ -260,7 +260,9 @@ impl Client {
             return Err(ClientError::NotASessionRequest { message_type });
         }
         let conn = &self.conn;
-        let registration = conn.router.register(conn.config.session_buffer)?;
+        let registration = conn
+            .router
+            .register(conn.config.session_buffer, conn.config.max_sessions)?;
         let (id, generation) = (registration.id, registration.generation);
         let frame = match request.to_frame(id) {
             Ok(frame) => frame,

@@ -33,11 +33,21 @@ pub struct ClientConfig {
     /// [`Client::with_request_timeout`](crate::Client::with_request_timeout)
     /// overrides it for one handle.
     pub request_timeout: Option<Duration>,
+    /// Sessions in flight at once on this connection before opening one
+    /// more fails with [`ClientError::SessionLimit`](crate::ClientError::SessionLimit).
+    /// Default [`ClientConfig::DEFAULT_MAX_SESSIONS`], the relay's own
+    /// per-client limit: past it the relay answers a request itself (exec:
+    /// a stderr line and exit code 126; fs: an error). `None`: no limit here.
+    pub max_sessions: Option<usize>,
 }
 
 impl ClientConfig {
     /// The default of [`ClientConfig::connect_timeout`]: 30 seconds.
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// The default of [`ClientConfig::max_sessions`]: 1024, the relay's
+    /// default per-client session limit.
+    pub const DEFAULT_MAX_SESSIONS: usize = 1024;
 
     /// The default configuration.
     pub const fn new() -> ClientConfig {
@@ -45,7 +55,14 @@ impl ClientConfig {
             session_buffer: 16,
             connect_timeout: Some(ClientConfig::DEFAULT_CONNECT_TIMEOUT),
             request_timeout: None,
+            max_sessions: Some(ClientConfig::DEFAULT_MAX_SESSIONS),
         }
+    }
+
+    /// Sets [`ClientConfig::max_sessions`] (`None`: no limit here).
+    pub const fn with_max_sessions(mut self, max: Option<usize>) -> ClientConfig {
+        self.max_sessions = max;
+        self
     }
 
     /// Sets [`ClientConfig::session_buffer`].

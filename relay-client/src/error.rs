@@ -72,6 +72,17 @@ pub enum ClientError {
         /// Sessions in flight (equal to the size of the range).
         in_flight: usize,
     },
+    /// The connection already has as many sessions in flight as
+    /// [`ClientConfig::max_sessions`](crate::ClientConfig::max_sessions)
+    /// allows (by default the relay's own per-client limit, past which the
+    /// relay would answer the request with an error itself).
+    #[error(
+        "{limit} sessions are already in flight on this connection (the relay's per-client limit)"
+    )]
+    SessionLimit {
+        /// The limit in force.
+        limit: usize,
+    },
     /// The connection to the relay is gone; every session on it has ended.
     #[error("connection to the relay lost: {0}")]
     Disconnected(#[source] Disconnect),

@@ -62,12 +62,21 @@ impl Router {
 
     /// Hands out an id not in flight and opens its route, with a channel of
     /// `capacity` frames.
-    pub(crate) fn register(&self, capacity: usize) -> Result<Registration, ClientError> {
+    pub(crate) fn register(
+        &self,
+        capacity: usize,
+        max_sessions: Option<usize>,
+    ) -> Result<Registration, ClientError> {
         let mut state = self.lock();
         if let Some(reason) = &state.closed {
             return Err(ClientError::Disconnected(reason.clone()));
         }
         let State { ids, routes, .. } = &mut *state;
+        if let Some(limit) = max_sessions
+            && routes.len() >= limit
+        {
+            return Err(ClientError::SessionLimit { limit });
+        }
         let id = ids
             .allocate(|id| routes.contains_key(&id))
             .ok_or(ClientError::IdsExhausted {
@@ -229,18 +238,31 @@ mod tests {
     #[test]
     fn a_terminal_frame_frees_the_id_and_a_stale_generation_cannot_release_it() {
         let router = Router::new(IdRange::new(1, 1).unwrap());
-        let first = router.register(1).unwrap();
+        let first = router.register(1, None).unwrap();
         assert!(matches!(
-            router.register(1),
+            router.register(1, None),
             Err(ClientError::IdsExhausted { in_flight: 1 })
         ));
         assert!(router.route(1, Flags::NONE).is_some());
         assert!(router.route(1, Flags::TERMINAL).is_some());
         assert!(router.route(1, Flags::NONE).is_none());
         assert!(!router.is_live(1, first.generation));
-        let second = router.register(1).unwrap();
+        let second = router.register(1, None).unwrap();
         assert_eq!(second.id, 1);
         router.release(1, first.generation);
         assert!(router.is_live(1, second.generation));
+    }
+
+    #[test]
+    fn past_the_session_limit_registration_fails_with_the_limit_until_one_ends() {
+        let router = Router::new(IdRange::new(1, 100).unwrap());
+        router.register(1, Some(2)).unwrap();
+        router.register(1, Some(2)).unwrap();
+        assert!(matches!(
+            router.register(1, Some(2)),
+            Err(ClientError::SessionLimit { limit: 2 })
+        ));
+        assert!(router.route(1, Flags::TERMINAL).is_some());
+        assert!(router.register(1, Some(2)).is_ok());
     }
 }

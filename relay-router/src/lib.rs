@@ -185,6 +185,13 @@ pub enum ClientVerdict {
         /// The frame asks the sandbox to stop: tell the relay's owner.
         shutdown: bool,
     },
+    /// Do not forward: the frame would open a session past the client's
+    /// limit. The client stays connected; the server answers the request
+    /// with a terminal error in the agent's place.
+    RefuseSession {
+        /// The configured limit.
+        limit: usize,
+    },
     /// Do not forward; disconnect the client.
     Reject(RejectReason),
     /// The client is no longer connected (it was rejected or disconnected
@@ -254,6 +261,8 @@ pub struct RouterCounters {
     pub clients_disconnected: u64,
     /// Sessions opened by clients.
     pub sessions_opened: u64,
+    /// Session requests refused for the per-client session limit.
+    pub sessions_refused: u64,
     /// Sessions closed by a `TERMINAL` frame.
     pub sessions_closed: u64,
     /// Kill requests produced for sessions of departed clients.
@@ -416,8 +425,8 @@ impl Router {
         let entry = &mut self.slots[slot as usize];
         if id != 0 && flags.contains(Flags::SESSION_START) && !flags.contains(Flags::TERMINAL) {
             if entry.sessions.len() >= limit && !entry.sessions.contains(&id) {
-                self.counters.clients_rejected += 1;
-                return ClientVerdict::Reject(RejectReason::TooManySessions { limit });
+                self.counters.sessions_refused += 1;
+                return ClientVerdict::RefuseSession { limit };
             }
             if entry.sessions.insert(id) {
                 self.counters.sessions_opened += 1;

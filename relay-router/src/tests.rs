@@ -183,7 +183,7 @@ fn a_client_terminal_also_closes_its_session() {
 }
 
 #[test]
-fn opening_more_sessions_than_allowed_rejects_the_client() {
+fn a_session_past_the_limit_is_refused_and_the_client_keeps_its_others() {
     let mut router = Router::new(RouterConfig {
         max_sessions_per_client: 2,
         ..RouterConfig::default()
@@ -201,7 +201,16 @@ fn opening_more_sessions_than_allowed_rejects_the_client() {
     );
     assert_eq!(
         router.client_frame(a.client, header(first + 2, Flags::SESSION_START)),
-        ClientVerdict::Reject(RejectReason::TooManySessions { limit: 2 })
+        ClientVerdict::RefuseSession { limit: 2 }
+    );
+    assert!(router.is_connected(a.client));
+    assert_eq!(router.sessions_of(a.client), vec![first, first + 1]);
+    assert_eq!(router.counters().sessions_refused, 1);
+    // Once one ends, a new one may open.
+    router.agent_frame(header(first, Flags::TERMINAL));
+    assert_eq!(
+        router.client_frame(a.client, header(first + 2, Flags::SESSION_START)),
+        FORWARD
     );
 }
 

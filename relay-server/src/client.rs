@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use relay_codec::payload::ExecSignal;
-use relay_codec::{CodecError, Flags, Frame, FrameCodec, Message};
-use relay_router::{ClientId, ClientVerdict};
+use relay_codec::payload::{Data, ExecExited, ExecSignal, FsResponse};
+use relay_codec::{CodecError, Envelope, Flags, Frame, FrameCodec, Message, MessageType};
+use relay_router::{ClientId, ClientVerdict, RejectReason};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
@@ -22,7 +22,7 @@ use crate::error::ClientFault;
 use crate::flow::Admit;
 use crate::outbox::{Close, Outbox, Push, Released, Take};
 use crate::ratelog::limited;
-use crate::relay::{Attached, Shared};
+use crate::relay::{Attached, Hub, Shared};
 use crate::stats::Counters;
 
 /// Bytes a client reader asks for per read.
@@ -297,6 +297,7 @@ impl ClientReader<'_> {
                     frames.clear();
                     return Err(fault);
                 }
+                Batch::Answered => start += 1,
                 Batch::Wait => {
                     Counters::inc(&self.shared.counters.flow_waits);
                     // Credit that arrived since the check left a permit.
@@ -345,6 +346,20 @@ impl ClientReader<'_> {
                     shutdowns += u64::from(shutdown);
                     count += 1;
                 }
+                ClientVerdict::RefuseSession { limit } => {
+                    outcome = match refusal(frame, limit) {
+                        Some(reply) => {
+                            self.answer(hub, reply);
+                            Batch::Answered
+                        }
+                        // A request of a type we cannot answer in the
+                        // agent's place: the client goes, as before.
+                        None => Batch::Fault(Some(ClientFault::Rejected(
+                            RejectReason::TooManySessions { limit },
+                        ))),
+                    };
+                    break;
+                }
                 ClientVerdict::Reject(reason) => {
                     outcome = Batch::Fault(Some(ClientFault::Rejected(reason)));
                     break;
@@ -360,6 +375,25 @@ impl ClientReader<'_> {
             self.shared.drain_tx.send_modify(|n| *n += shutdowns);
         }
         (count, outcome)
+    }
+
+    /// Queues the relay's own answer for this client, as if from the agent.
+    fn answer(&self, hub: &mut Hub, reply: Vec<Frame>) {
+        let Some(attached) = hub.clients[self.client.slot() as usize]
+            .as_ref()
+            .filter(|a| a.id == self.client)
+        else {
+            return;
+        };
+        let outbox = Arc::clone(&attached.outbox);
+        for frame in reply {
+            if outbox.push(frame.into_wire(), None, &self.shared.total_queued) == Push::OverBudget {
+                let budget = self.shared.config.client_queue_budget;
+                self.shared
+                    .cut_off(hub, self.client, ClientFault::OverBudget { budget });
+                return;
+            }
+        }
     }
 
     /// Writes admitted frames to the agent, whole.
@@ -384,6 +418,8 @@ enum Batch {
     Done,
     /// The client must go (with its fault, or none if it is already gone).
     Fault(Option<ClientFault>),
+    /// The next frame was answered by the relay itself and is not forwarded.
+    Answered,
     /// The next frame waits for credit.
     Wait,
 }
@@ -531,6 +567,39 @@ impl Cursor {
         }
     }
 }
+
+/// The terminal error the relay sends in the agent's place when a client
+/// asks for a session past its limit: what our agent answers when it is
+/// full itself (exec: a stderr line and exit code 126; fs: `ok: false`).
+/// `None` for a type the relay cannot answer.
+fn refusal(request: &Frame, limit: usize) -> Option<Vec<Frame>> {
+    let text = format!(
+        "agent-relay: this connection already has {limit} sessions open (the relay's limit)"
+    );
+    let id = request.id();
+    let envelope = Envelope::parse(request.body()).ok()?;
+    let messages = match MessageType::from_wire_name(&envelope.message_type)? {
+        MessageType::ExecRequest => vec![
+            Message::ExecStderr(Data {
+                data: format!("{text}\n").into_bytes(),
+            }),
+            Message::ExecExited(ExecExited {
+                code: SESSION_LIMIT_EXIT_CODE,
+            }),
+        ],
+        MessageType::FsRequest => vec![Message::FsResponse(FsResponse {
+            ok: false,
+            error: Some(text),
+            data: None,
+        })],
+        _ => return None,
+    };
+    messages.iter().map(|m| m.to_frame(id).ok()).collect()
+}
+
+/// The exit code of an exec the relay refused for the session limit, as
+/// for a command that cannot run.
+pub(crate) const SESSION_LIMIT_EXIT_CODE: i32 = 126;
 
 #[cfg(test)]
 mod tests {

@@ -94,6 +94,9 @@ pub struct StatsSnapshot {
     pub sessions_open: usize,
     /// Sessions opened since start.
     pub sessions_opened: u64,
+    /// Session requests the relay answered itself with an error because
+    /// their client had its limit of sessions open.
+    pub sessions_refused: u64,
     /// Kill signals sent for sessions of departed clients.
     pub kills_sent: u64,
     /// Frames forwarded from clients to the agent.
@@ -187,6 +190,7 @@ impl StatsSnapshot {
             slots_quarantined: quarantined,
             sessions_open,
             sessions_opened: router.sessions_opened,
+            sessions_refused: router.sessions_refused,
             kills_sent: get(&counters.kills_sent),
             client_to_agent_frames: get(&counters.client_frames),
             client_to_agent_bytes: get(&counters.client_bytes),

@@ -580,3 +580,48 @@ async fn the_control_socket_answers_each_connection_with_a_line_of_stats() -> Te
     assert!(stats["ring"]["capacity"].as_u64().unwrap() > 0);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_past_the_session_limit_is_answered_with_an_error_and_the_client_stays() {
+    use relay_codec::payload::{ExecRequest, FsOp, FsRequest};
+    let harness = Harness::start(|c| c.with_max_sessions_per_client(2), silent()).await;
+    let mut client = harness.client().await;
+    let first = client.ids.first();
+    for id in [first, first + 1] {
+        let request = Message::ExecRequest(ExecRequest::new("sleep", ["100"]));
+        client.send(request.to_frame(id).unwrap()).await;
+    }
+    // The third exec and an fs request are answered by the relay itself.
+    let exec = Message::ExecRequest(ExecRequest::new("true", Vec::<String>::new()));
+    client.send(exec.to_frame(first + 2).unwrap()).await;
+    let fs = Message::FsRequest(FsRequest {
+        op: FsOp::Stat { path: "/".into() },
+    });
+    client.send(fs.to_frame(first + 3).unwrap()).await;
+    let Message::ExecStderr(line) = Message::from_frame(&client.next().await.unwrap()).unwrap()
+    else {
+        panic!("expected a stderr line");
+    };
+    assert!(String::from_utf8_lossy(&line.data).contains("2 sessions open"));
+    let exited = client.next().await.unwrap();
+    assert_eq!((exited.id(), exited.flags()), (first + 2, Flags::TERMINAL));
+    assert_eq!(
+        Message::from_frame(&exited).unwrap(),
+        Message::ExecExited(ExecExited { code: 126 })
+    );
+    let response = client.next().await.unwrap();
+    let Message::FsResponse(response) = Message::from_frame(&response).unwrap() else {
+        panic!("expected an fs response");
+    };
+    assert!(!response.ok);
+    // The client keeps its two sessions and its connection; the agent saw
+    // only the two requests it can serve.
+    let stats = harness.relay.stats();
+    assert_eq!((stats.clients_connected, stats.sessions_open), (1, 2));
+    assert_eq!(stats.sessions_refused, 2);
+    assert_eq!(harness.agent.received().len(), 2);
+    harness
+        .agent
+        .send(&Frame::new(first, Flags::TERMINAL, b"done").unwrap());
+    assert_eq!(client.next().await.unwrap().id(), first);
+}
