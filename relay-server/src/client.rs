@@ -188,6 +188,14 @@ async fn serve_client(shared: Arc<Shared>, stream: UnixStream, client: ClientId)
         let (dropped, released) = handles.outbox.close(mode, &shared.total_queued);
         Counters::add(&shared.counters.dropped_client_gone, dropped as u64);
         shared.release_credit(&mut hub, &released);
+        // A departed client's sessions earn no more credit: what the agent
+        // still sends for them is discarded, so a guest that keeps
+        // streaming to nobody gains nothing, and the credit table holds
+        // only sessions of connected clients.
+        if let (Some(range), Some(flow)) = (hub.router.slot_range(client.slot()), hub.flow.as_mut())
+        {
+            flow.forget_range(range);
+        }
         let slot = &mut hub.clients[client.slot() as usize];
         if slot.as_ref().is_some_and(|a| a.id == client) {
             *slot = None;

@@ -261,3 +261,34 @@ async fn the_flush_deadline_bounds_a_shutdown_behind_a_client_that_never_reads()
     drop(sleeper);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_for_a_departed_clients_session_earns_the_agent_no_credit() -> Test {
+    let harness = flow_harness(WINDOW).await;
+    let mut client = harness.client().await;
+    let id = client.ids.first();
+    client.frame(id, Flags::SESSION_START, b"request").await;
+    harness
+        .agent
+        .wait_for("the request", |f| f.len() == 2)
+        .await;
+    drop(client);
+    harness
+        .wait_stats("the client gone", |s| s.clients_connected == 0)
+        .await;
+    // Several windows' worth for nobody, then the session ends.
+    for _ in 0..200 {
+        harness
+            .agent
+            .send(&Frame::new(id, Flags::NONE, &[0; 1000])?);
+    }
+    harness
+        .agent
+        .send(&Message::ExecExited(ExecExited { code: 137 }).to_frame(id)?);
+    let stats = harness
+        .wait_stats("every frame routed", |s| s.agent_frames >= 202)
+        .await;
+    assert_eq!(stats.flow.unwrap().credits_sent, 0);
+    assert_eq!(stats.flow.unwrap().sessions, 0);
+    Ok(())
+}
