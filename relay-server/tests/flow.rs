@@ -138,6 +138,10 @@ async fn credit_frames_never_reach_clients_and_clients_cannot_send_them() -> Tes
     let mut client = harness.client().await;
     let id = client.ids.first();
     client.frame(id, Flags::SESSION_START, b"request").await;
+    harness
+        .agent
+        .wait_for("the acceptance and the request", |f| f.len() == 2)
+        .await;
     // The connection id is no client's: sending credit there is a violation.
     intruder.send(credit(intruder.ids.first(), 1 << 30)).await;
     assert!(intruder.closed().await, "the intruder is disconnected");

@@ -619,7 +619,19 @@ async fn a_request_past_the_session_limit_is_answered_with_an_error_and_the_clie
     let stats = harness.relay.stats();
     assert_eq!((stats.clients_connected, stats.sessions_open), (1, 2));
     assert_eq!(stats.sessions_refused, 2);
-    assert_eq!(harness.agent.received().len(), 2);
+    harness
+        .agent
+        .wait_for("the two requests it can serve", |f| f.len() == 2)
+        .await;
+    // A frame sent after the refused ones arrives next: they never went.
+    client
+        .send(Frame::new(first, Flags::NONE, b"after").unwrap())
+        .await;
+    let frames = harness
+        .agent
+        .wait_for("the frame after", |f| f.len() == 3)
+        .await;
+    assert_eq!(frames[2].body(), b"after");
     harness
         .agent
         .send(&Frame::new(first, Flags::TERMINAL, b"done").unwrap());
