@@ -12,7 +12,7 @@
 //! | `frame_decoder` | [`framing::ChunkedStream`] | `FrameCodec` and `FrameAssembler` agree with a plain reading over any chunking |
 //! | `message_decoder` | a frame body; a [`relay_codec::Message`] | envelopes read like a general CBOR decoder; decode/encode round trips |
 //! | `handshake_decoder` | greeting bytes; an issued greeting | re-encoding, prefixes, both forms, ids within the slot |
-//! | `router_events` | [`router::Scenario`] | the router agrees with [`router::Model`] after every event |
+//! | `router_events` | [`router::Scenario`] | the router agrees with the reference model in `relay_router::model` after every event |
 //!
 //! Inputs are read with [`input::Input`], which never fails: every byte
 //! string is some stream, body, greeting or scenario.

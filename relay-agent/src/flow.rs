@@ -14,11 +14,9 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use relay_codec::payload::FlowCredit;
-use relay_codec::{CONNECTION_ID, Message};
+use relay_codec::flow;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
 
 use crate::outbound::Outbound;
 
@@ -115,7 +113,7 @@ impl SessionFlow {
 
     fn returned(self: &Arc<Self>, len: u64) {
         let before = self.owed.fetch_add(len, Ordering::AcqRel);
-        let half = u64::from(self.control.window / 2).max(1);
+        let half = flow::return_threshold(self.control.window);
         if before < half && before + len >= half {
             self.control.due().push(Arc::clone(self));
             self.control.wake.notify_one();
@@ -158,20 +156,10 @@ pub(crate) async fn return_credit(
             if bytes == 0 || session.closed.load(Ordering::Acquire) {
                 continue;
             }
-            let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
-            let credit = FlowCredit {
-                id: session.id,
-                bytes,
-            };
-            let frame = match Message::FlowCredit(credit).to_frame(CONNECTION_ID) {
-                Ok(frame) => frame,
-                Err(err) => {
-                    debug!(%err, "cannot encode a credit frame");
-                    continue;
+            for frame in flow::credit_frames(session.id, bytes) {
+                if outbound.send(frame).await.is_err() {
+                    return;
                 }
-            };
-            if outbound.send(frame).await.is_err() {
-                return;
             }
         }
     }

@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
-use relay_codec::payload::{FlowCredit, FlowWindow, Ready};
+use relay_codec::payload::{FlowWindow, Ready};
 use relay_codec::{CONNECTION_ID, Flags, Frame, Message, WIRE_HEADER_SIZE};
 
 use crate::wire::{self, Item, Scanner};
@@ -218,9 +218,8 @@ pub(crate) fn serve(
         }
         if !seen.is_empty() {
             for (id, bytes) in streams.account(&seen) {
-                match Message::FlowCredit(FlowCredit { id, bytes }).to_frame(CONNECTION_ID) {
-                    Ok(frame) => out.extend_from_slice(frame.as_wire()),
-                    Err(_) => unreachable!("a credit message always encodes"),
+                for frame in relay_codec::flow::credit_frames(id, u64::from(bytes)) {
+                    out.extend_from_slice(frame.as_wire());
                 }
             }
             seen.clear();
@@ -450,7 +449,7 @@ impl Streams {
         let Some(credit) = state.credit.as_mut() else {
             return Vec::new();
         };
-        let half = u64::from(credit.window / 2).max(1);
+        let half = relay_codec::flow::return_threshold(credit.window);
         let mut granted = false;
         let mut back = Vec::new();
         for &event in seen {

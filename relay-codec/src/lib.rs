@@ -40,6 +40,7 @@
 
 mod codec;
 mod error;
+pub mod flow;
 mod frame;
 mod handshake;
 mod message;

@@ -1,7 +1,11 @@
 //! Unit tests, one per rule of the crate docs.
 
+use std::time::Duration;
+
+use relay_codec::{Flags, FrameHeader};
+
 use super::*;
-use relay_codec::LEGACY_STEP;
+use relay_codec::{Handshake, LEGACY_STEP};
 
 fn t0() -> Instant {
     Instant::now()
@@ -78,7 +82,7 @@ fn a_configuration_with_more_clients_than_slots_is_refused() {
 fn a_frame_inside_the_clients_range_is_forwarded() {
     let mut router = legacy();
     let a = router.connect(t0()).unwrap();
-    let verdict = router.client_frame(a.client, header(a.ids.first(), Flags::NONE));
+    let verdict = router.client_frame(a.client, header(a.ids.first(), Flags::NONE), 20);
     assert_eq!(verdict, FORWARD);
     assert_eq!(router.counters().client_frames_forwarded, 1);
 }
@@ -88,7 +92,7 @@ fn a_frame_outside_the_clients_range_rejects_the_client() {
     let mut router = legacy();
     let a = router.connect(t0()).unwrap();
     let b = router.connect(t0()).unwrap();
-    let verdict = router.client_frame(a.client, header(b.ids.first(), Flags::SESSION_START));
+    let verdict = router.client_frame(a.client, header(b.ids.first(), Flags::SESSION_START), 20);
     assert_eq!(
         verdict,
         ClientVerdict::Reject(RejectReason::IdOutOfRange {
@@ -111,7 +115,7 @@ fn the_slot_offset_itself_is_not_a_client_id() {
     let _a = router.connect(t0()).unwrap();
     let b = router.connect(t0()).unwrap();
     assert!(matches!(
-        router.client_frame(b.client, header(LEGACY_STEP, Flags::NONE)),
+        router.client_frame(b.client, header(LEGACY_STEP, Flags::NONE), 20),
         ClientVerdict::Reject(RejectReason::IdOutOfRange { .. })
     ));
 }
@@ -121,11 +125,11 @@ fn id_zero_is_rejected_unless_it_is_a_shutdown() {
     let mut router = legacy();
     let a = router.connect(t0()).unwrap();
     assert_eq!(
-        router.client_frame(a.client, header(0, Flags::SHUTDOWN)),
+        router.client_frame(a.client, header(0, Flags::SHUTDOWN), 20),
         ClientVerdict::Forward { shutdown: true }
     );
     assert!(matches!(
-        router.client_frame(a.client, header(0, Flags::NONE)),
+        router.client_frame(a.client, header(0, Flags::NONE), 20),
         ClientVerdict::Reject(_)
     ));
 }
@@ -135,7 +139,7 @@ fn a_shutdown_inside_the_range_is_forwarded_with_a_drain_notification() {
     let mut router = legacy();
     let a = router.connect(t0()).unwrap();
     assert_eq!(
-        router.client_frame(a.client, header(a.ids.first(), Flags::SHUTDOWN)),
+        router.client_frame(a.client, header(a.ids.first(), Flags::SHUTDOWN), 20),
         ClientVerdict::Forward { shutdown: true }
     );
     assert_eq!(router.counters().shutdown_requests, 1);
@@ -147,12 +151,15 @@ fn reserved_flag_bits_do_not_change_routing() {
     let a = router.connect(t0()).unwrap();
     let id = a.ids.first();
     assert_eq!(
-        router.client_frame(a.client, header(id, Flags::from_bits(0xf8))),
+        router.client_frame(a.client, header(id, Flags::from_bits(0xf8)), 20),
         FORWARD
     );
     assert_eq!(
-        router.agent_frame(header(id, Flags::from_bits(0xf8))),
-        AgentVerdict::Deliver(a.client)
+        router.agent_frame(header(id, Flags::from_bits(0xf8)), 20, t0()),
+        AgentVerdict::Deliver {
+            client: a.client,
+            credited: false
+        }
     );
 }
 
@@ -161,11 +168,14 @@ fn session_start_opens_a_session_and_an_agent_terminal_closes_it() {
     let mut router = legacy();
     let a = router.connect(t0()).unwrap();
     let id = a.ids.first() + 4;
-    router.client_frame(a.client, header(id, Flags::SESSION_START));
+    router.client_frame(a.client, header(id, Flags::SESSION_START), 20);
     assert_eq!(router.sessions_of(a.client), vec![id]);
     assert_eq!(
-        router.agent_frame(header(id, Flags::TERMINAL)),
-        AgentVerdict::Deliver(a.client)
+        router.agent_frame(header(id, Flags::TERMINAL), 20, t0()),
+        AgentVerdict::Deliver {
+            client: a.client,
+            credited: false
+        }
     );
     assert!(router.sessions_of(a.client).is_empty());
     let counters = router.counters();
@@ -177,8 +187,8 @@ fn a_client_terminal_also_closes_its_session() {
     let mut router = legacy();
     let a = router.connect(t0()).unwrap();
     let id = a.ids.first();
-    router.client_frame(a.client, header(id, Flags::SESSION_START));
-    router.client_frame(a.client, header(id, Flags::TERMINAL));
+    router.client_frame(a.client, header(id, Flags::SESSION_START), 20);
+    router.client_frame(a.client, header(id, Flags::TERMINAL), 20);
     assert_eq!(router.sessions_open(), 0);
 }
 
@@ -192,24 +202,24 @@ fn a_session_past_the_limit_is_refused_and_the_client_keeps_its_others() {
     let a = router.connect(t0()).unwrap();
     let first = a.ids.first();
     assert_eq!(
-        router.client_frame(a.client, header(first, Flags::SESSION_START)),
+        router.client_frame(a.client, header(first, Flags::SESSION_START), 20),
         FORWARD
     );
     assert_eq!(
-        router.client_frame(a.client, header(first + 1, Flags::SESSION_START)),
+        router.client_frame(a.client, header(first + 1, Flags::SESSION_START), 20),
         FORWARD
     );
     assert_eq!(
-        router.client_frame(a.client, header(first + 2, Flags::SESSION_START)),
-        ClientVerdict::RefuseSession { limit: 2 }
+        router.client_frame(a.client, header(first + 2, Flags::SESSION_START), 20),
+        ClientVerdict::RefuseSession(RefuseReason::Limit { limit: 2 })
     );
     assert!(router.is_connected(a.client));
     assert_eq!(router.sessions_of(a.client), vec![first, first + 1]);
     assert_eq!(router.counters().sessions_refused, 1);
     // Once one ends, a new one may open.
-    router.agent_frame(header(first, Flags::TERMINAL));
+    router.agent_frame(header(first, Flags::TERMINAL), 20, t0());
     assert_eq!(
-        router.client_frame(a.client, header(first + 2, Flags::SESSION_START)),
+        router.client_frame(a.client, header(first + 2, Flags::SESSION_START), 20),
         FORWARD
     );
 }
@@ -220,12 +230,18 @@ fn agent_frames_reach_the_client_that_owns_the_id() {
     let a = router.connect(t0()).unwrap();
     let b = router.connect(t0()).unwrap();
     assert_eq!(
-        router.agent_frame(header(b.ids.first() + 9, Flags::NONE)),
-        AgentVerdict::Deliver(b.client)
+        router.agent_frame(header(b.ids.first() + 9, Flags::NONE), 20, t0()),
+        AgentVerdict::Deliver {
+            client: b.client,
+            credited: false
+        }
     );
     assert_eq!(
-        router.agent_frame(header(a.ids.last(), Flags::NONE)),
-        AgentVerdict::Deliver(a.client)
+        router.agent_frame(header(a.ids.last(), Flags::NONE), 20, t0()),
+        AgentVerdict::Deliver {
+            client: a.client,
+            credited: false
+        }
     );
 }
 
@@ -233,7 +249,7 @@ fn agent_frames_reach_the_client_that_owns_the_id() {
 fn agent_frames_with_id_zero_are_control_frames() {
     let mut router = legacy();
     assert_eq!(
-        router.agent_frame(header(0, Flags::NONE)),
+        router.agent_frame(header(0, Flags::NONE), 20, t0()),
         AgentVerdict::Control
     );
     assert_eq!(router.counters().agent_control_frames, 1);
@@ -243,7 +259,7 @@ fn agent_frames_with_id_zero_are_control_frames() {
 fn agent_frames_for_a_free_slot_are_dropped_and_counted() {
     let mut router = legacy();
     assert_eq!(
-        router.agent_frame(header(5 * LEGACY_STEP + 1, Flags::NONE)),
+        router.agent_frame(header(5 * LEGACY_STEP + 1, Flags::NONE), 20, t0()),
         AgentVerdict::Drop(DropReason::SlotFree)
     );
     assert_eq!(router.counters().agent_frames_dropped_free, 1);
@@ -255,7 +271,7 @@ fn bounds_ids_between_and_beyond_the_slots_belong_to_no_one() {
     let step = u32::MAX / 4;
     for id in [step, 2 * step, 4 * step, 4 * step + 1] {
         assert_eq!(
-            router.agent_frame(header(id, Flags::NONE)),
+            router.agent_frame(header(id, Flags::NONE), 20, t0()),
             AgentVerdict::Drop(DropReason::NoSlot),
             "id {id}"
         );
@@ -267,7 +283,7 @@ fn the_runtimes_reserved_id_is_dropped_in_both_layouts_even_with_every_slot_take
     for mut router in [legacy(), bounds(4, 4)] {
         while router.connect(t0()).is_ok() {}
         assert_eq!(
-            router.agent_frame(header(u32::MAX, Flags::TERMINAL)),
+            router.agent_frame(header(u32::MAX, Flags::TERMINAL), 20, t0()),
             AgentVerdict::Drop(DropReason::Reserved)
         );
         assert_eq!(router.counters().agent_frames_dropped_reserved, 1);
@@ -280,15 +296,17 @@ fn a_disconnect_kills_every_open_session_exactly_once() {
     let a = router.connect(t0()).unwrap();
     let first = a.ids.first();
     for id in [first + 2, first, first + 1] {
-        router.client_frame(a.client, header(id, Flags::SESSION_START));
+        router.client_frame(a.client, header(id, Flags::SESSION_START), 20);
     }
-    router.agent_frame(header(first + 1, Flags::TERMINAL));
-    let now = t0();
-    assert_eq!(router.disconnect(a.client, now), vec![first, first + 2]);
-    assert!(
-        router.disconnect(a.client, now).is_empty(),
+    router.agent_frame(header(first + 1, Flags::TERMINAL), 20, t0());
+    assert_eq!(router.disconnect(a.client), 2);
+    assert_eq!(router.take_control().kills, vec![first, first + 2]);
+    assert_eq!(
+        router.disconnect(a.client),
+        0,
         "a second disconnect kills nothing"
     );
+    assert!(router.take_control().is_empty());
     assert_eq!(router.counters().sessions_killed, 2);
 }
 
@@ -296,7 +314,7 @@ fn a_disconnect_kills_every_open_session_exactly_once() {
 fn a_slot_without_open_sessions_is_free_at_once() {
     let mut router = bounds(1, 1);
     let a = router.connect(t0()).unwrap();
-    router.disconnect(a.client, t0());
+    router.disconnect(a.client);
     let b = router.connect(t0()).unwrap();
     assert_eq!(b.client.slot(), a.client.slot());
     assert_ne!(b.client, a.client);
@@ -308,23 +326,30 @@ fn a_quarantined_slot_is_not_reused_until_its_sessions_end() {
     let now = t0();
     let a = router.connect(now).unwrap();
     let id = a.ids.first();
-    router.client_frame(a.client, header(id, Flags::SESSION_START));
-    assert_eq!(router.disconnect(a.client, now), vec![id]);
+    router.client_frame(a.client, header(id, Flags::SESSION_START), 20);
+    assert_eq!(router.disconnect(a.client), 1);
     let refusal = router.connect(now).unwrap_err();
     assert_eq!(refusal.quarantined, 1);
     assert_eq!(
-        router.agent_frame(header(id, Flags::NONE)),
+        router.agent_frame(header(id, Flags::NONE), 20, t0()),
+        AgentVerdict::Drop(DropReason::Tombstoned)
+    );
+    assert_eq!(
+        router.agent_frame(header(id + 1, Flags::NONE), 20, t0()),
         AgentVerdict::Drop(DropReason::SlotQuarantined)
     );
     assert_eq!(
-        router.agent_frame(header(id, Flags::TERMINAL)),
-        AgentVerdict::Drop(DropReason::SlotQuarantined)
+        router.agent_frame(header(id, Flags::TERMINAL), 20, t0()),
+        AgentVerdict::Drop(DropReason::Tombstoned)
     );
     let b = router.connect(now).unwrap();
     assert_eq!(b.client.slot(), 0);
     assert_eq!(
-        router.agent_frame(header(id, Flags::NONE)),
-        AgentVerdict::Deliver(b.client),
+        router.agent_frame(header(id, Flags::NONE), 20, t0()),
+        AgentVerdict::Deliver {
+            client: b.client,
+            credited: false
+        },
         "after the quarantine, the range belongs to the new client"
     );
 }
@@ -340,15 +365,22 @@ fn a_quarantine_ends_when_its_grace_period_passes() {
     .unwrap();
     let now = t0();
     let a = router.connect(now).unwrap();
-    router.client_frame(a.client, header(a.ids.first(), Flags::SESSION_START));
-    router.disconnect(a.client, now);
+    router.client_frame(a.client, header(a.ids.first(), Flags::SESSION_START), 20);
+    router.disconnect(a.client);
+    assert_eq!(
+        router.next_deadline(),
+        None,
+        "the grace starts when the kill is written"
+    );
+    let kills = router.take_control().kills;
+    router.kills_written(&kills, now);
     assert_eq!(router.next_deadline(), Some(now + Duration::from_secs(3)));
     assert_eq!(router.tick(now + Duration::from_secs(2)), 0);
     assert!(router.connect(now + Duration::from_secs(2)).is_err());
     assert!(router.connect(now + Duration::from_secs(3)).is_ok());
     let counters = router.counters();
     assert_eq!(
-        (counters.quarantines_expired, counters.sessions_abandoned),
+        (counters.quarantines_ended, counters.sessions_abandoned),
         (1, 1)
     );
     assert_eq!(router.next_deadline(), None);
@@ -359,8 +391,8 @@ fn freed_slots_are_reused_least_recently_freed_first() {
     let mut router = bounds(3, 3);
     let a = router.connect(t0()).unwrap();
     let b = router.connect(t0()).unwrap();
-    router.disconnect(b.client, t0());
-    router.disconnect(a.client, t0());
+    router.disconnect(b.client);
+    router.disconnect(a.client);
     let slots: Vec<u32> = (0..3)
         .map(|_| router.connect(t0()).unwrap().client.slot())
         .collect();
@@ -381,7 +413,7 @@ fn all_slots_busy_refuses_and_counts_then_admits_once_one_frees() {
         }
     );
     assert_eq!(router.counters().clients_refused, 1);
-    router.disconnect(a.client, t0());
+    router.disconnect(a.client);
     assert!(router.connect(t0()).is_ok());
 }
 
@@ -389,9 +421,9 @@ fn all_slots_busy_refuses_and_counts_then_admits_once_one_frees() {
 fn frames_from_a_client_that_has_gone_are_stale() {
     let mut router = legacy();
     let a = router.connect(t0()).unwrap();
-    router.disconnect(a.client, t0());
+    router.disconnect(a.client);
     assert_eq!(
-        router.client_frame(a.client, header(a.ids.first(), Flags::NONE)),
+        router.client_frame(a.client, header(a.ids.first(), Flags::NONE), 20),
         ClientVerdict::Stale
     );
     let b = router.connect(t0()).unwrap();
@@ -411,26 +443,46 @@ fn owner_names_the_client_of_an_id_without_counting_anything() {
 }
 
 #[test]
-fn an_agent_restart_forgets_every_session_and_names_the_clients_that_had_some() {
+fn an_agent_restart_forgets_every_session_and_cuts_off_the_clients_that_had_some() {
     let mut router = legacy();
     let busy = router.connect(t0()).unwrap();
     let idle = router.connect(t0()).unwrap();
     let leaving = router.connect(t0()).unwrap();
     for id in [busy.ids.first(), busy.ids.first() + 1] {
-        router.client_frame(busy.client, header(id, Flags::SESSION_START));
+        router.client_frame(busy.client, header(id, Flags::SESSION_START), 20);
     }
     router.client_frame(
         leaving.client,
         header(leaving.ids.first(), Flags::SESSION_START),
+        20,
     );
-    router.disconnect(leaving.client, t0());
+    router.disconnect(leaving.client);
     assert_eq!(router.slots_quarantined(), 1);
 
-    assert_eq!(router.agent_restarted(), vec![(busy.client, 2)]);
+    assert_eq!(
+        router.agent_ready(None),
+        ReadyOutcome::First { accept: None }
+    );
+    assert_eq!(
+        router.agent_ready(None),
+        ReadyOutcome::Restarted { sessions: 3 }
+    );
+    assert_eq!(
+        router.poll_action(),
+        Some(Action::CutOff {
+            client: busy.client,
+            reason: CutReason::AgentRestarted { sessions: 2 }
+        })
+    );
+    assert_eq!(router.poll_action(), None, "the idle client stays");
+    assert!(
+        router.take_control().is_empty(),
+        "no kill goes to the new agent"
+    );
     assert_eq!(router.sessions_open(), 0);
     assert_eq!(router.slots_quarantined(), 0, "nothing left to wait for");
     assert_eq!(router.counters().sessions_abandoned, 3);
     assert!(router.is_connected(idle.client));
     // The busy client's disconnect now kills nothing.
-    assert!(router.disconnect(busy.client, t0()).is_empty());
+    assert_eq!(router.disconnect(busy.client), 0);
 }

@@ -185,6 +185,9 @@ impl RelayConfig {
             max_clients: self.max_clients.unwrap_or_else(|| layout.slots()),
             quarantine_grace: self.quarantine_grace,
             max_sessions_per_client: self.max_sessions_per_client,
+            client_queue_budget: self.client_queue_budget,
+            total_queue_budget: self.total_queue_budget,
+            frame_overhead: crate::outbox::FRAME_OVERHEAD,
         }
     }
 }

@@ -8,9 +8,13 @@
 //! crate runs the tasks that move them.
 //!
 //! ```text
-//!  client --unix--> reader task --router--> agent writer (fair lock) --> ring / stream --> agent
-//!  client <--unix-- writer task <-- outbox (bytes-bounded) <-- agent reader <-- ring / stream <-- agent
+//!  client --unix--> reader task --router--> lanes --> agent writer task --> ring / stream --> agent
+//!  client <--unix-- writer task <-- outbox (charged by the router) <-- agent reader <-- ring / stream <-- agent
 //! ```
+//!
+//! One file per task: `accept`, `client_reader`, `client_writer`,
+//! `agent_reader`, `agent_writer`, `supervisor`, `control`; `handle` is
+//! the owner's side and `shared` the state they share.
 //!
 //! # Guarantees
 //!
@@ -20,9 +24,11 @@
 //!   queue when the relay-wide budget is reached is disconnected at once,
 //!   logged and counted. Those are the only guest-to-client frames the relay
 //!   ever discards, and each one is counted in [`StatsSnapshot::dropped`].
-//! - **Client-to-agent frames are never dropped.** A client's reader writes
-//!   whole frames to the agent while holding a fair (FIFO) lock; when the
-//!   ring is full it waits, and so stops reading its socket: backpressure.
+//! - **Client-to-agent frames are never dropped.** A client's reader hands
+//!   the frames the router accepted to the one agent writer, which writes
+//!   whole frames, the relay's own control frames first, then clients in
+//!   turns; the reader reads its socket again only once they are written:
+//!   backpressure.
 //! - **Bad input ends only its source.** A malformed or out-of-range client
 //!   frame disconnects that client; a malformed agent stream ends the relay
 //!   with a typed [`RelayError`].
@@ -45,20 +51,26 @@
 //! ```
 #![deny(unsafe_code)]
 
-mod agent;
-mod client;
+mod accept;
+mod agent_reader;
+mod agent_writer;
+mod client_reader;
+mod client_writer;
 mod config;
+mod control;
 mod error;
-mod flow;
+mod handle;
 mod outbox;
 mod ratelog;
-mod relay;
+mod shared;
 mod socket;
 mod stats;
+mod supervisor;
+mod vectored;
 
 pub use config::{AllowedPeers, HandshakeForm, RelayConfig};
 pub use error::{ClientFault, FrameErrorKind, RelayError};
-pub use relay::{
+pub use handle::{
     Relay, RelayExit, RelayHandle, RingProbe, ShutdownHandle, StatsHandle, default_socket_path,
 };
 pub use stats::{DropCounts, FlowStats, RingOccupancy, StatsSnapshot};

@@ -49,6 +49,8 @@ pub(crate) struct HubView {
     pub(crate) connected: u32,
     pub(crate) quarantined: u32,
     pub(crate) sessions_open: usize,
+    pub(crate) sessions_tombstoned: usize,
+    pub(crate) queued_bytes: usize,
     /// Window and sessions tracked, when flow control is on.
     pub(crate) flow: Option<(u32, usize)>,
 }
@@ -90,8 +92,11 @@ pub struct StatsSnapshot {
     pub agent_restart_disconnects: u64,
     /// Slots resting after their client left.
     pub slots_quarantined: u32,
-    /// Sessions open now (including those of quarantined slots).
+    /// Sessions open now (including killed ones the agent has not ended).
     pub sessions_open: usize,
+    /// Of those, sessions of departed clients that were killed and that the
+    /// agent has not ended yet.
+    pub sessions_tombstoned: usize,
     /// Sessions opened since start.
     pub sessions_opened: u64,
     /// Session requests the relay answered itself with an error because
@@ -159,13 +164,14 @@ pub struct DropCounts {
     pub client_gone: u64,
     /// Agent frames on the runtime's reserved id (`u32::MAX`).
     pub reserved_id: u64,
+    /// Agent frames for a session killed when its client left.
+    pub tombstoned: u64,
 }
 
 impl StatsSnapshot {
     pub(crate) fn build(
         counters: &Counters,
         hub: HubView,
-        queued_bytes: usize,
         ring: Option<RingOccupancy>,
     ) -> StatsSnapshot {
         let HubView {
@@ -173,6 +179,8 @@ impl StatsSnapshot {
             connected,
             quarantined,
             sessions_open,
+            sessions_tombstoned,
+            queued_bytes,
             flow,
         } = hub;
         let get = |c: &AtomicU64| c.load(Relaxed);
@@ -189,6 +197,7 @@ impl StatsSnapshot {
             agent_restart_disconnects: get(&counters.restart_disconnects),
             slots_quarantined: quarantined,
             sessions_open,
+            sessions_tombstoned,
             sessions_opened: router.sessions_opened,
             sessions_refused: router.sessions_refused,
             kills_sent: get(&counters.kills_sent),
@@ -208,6 +217,7 @@ impl StatsSnapshot {
                 slow_consumer: get(&counters.dropped_slow_consumer),
                 client_gone: get(&counters.dropped_client_gone),
                 reserved_id: router.agent_frames_dropped_reserved,
+                tombstoned: router.agent_frames_dropped_tombstoned,
             },
             ready_replaced: get(&counters.ready_replaced),
             ring,

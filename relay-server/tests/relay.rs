@@ -208,15 +208,15 @@ async fn a_new_client_never_receives_frames_for_the_previous_owners_sessions() -
     let refused = tokio::net::UnixStream::connect(harness.socket()).await?;
     assert!(TestClient::handshake(refused).await.is_none());
 
-    // The old session's late output is dropped, its end frees the slot.
+    // The killed session's late output is dropped, its end frees the slot.
     harness
         .agent
         .send(&Frame::new(session, Flags::NONE, b"late output")?);
     harness
         .agent
         .send(&Message::ExecExited(ExecExited { code: 137 }).to_frame(session)?);
-    until(&harness, "two quarantined drops", |s| {
-        s.dropped.slot_quarantined == 2
+    until(&harness, "two drops for the killed session", |s| {
+        s.dropped.tombstoned == 2
     })
     .await;
     until(&harness, "the slot freed", |s| s.slots_quarantined == 0).await;
