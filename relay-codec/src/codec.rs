@@ -7,10 +7,16 @@ use crate::error::{CodecError, FrameError};
 use crate::frame::{Frame, check_len, read_u32};
 use crate::wire::{FRAME_HEADER_SIZE, LEN_PREFIX_SIZE, MAX_FRAME_SIZE, WIRE_HEADER_SIZE};
 
+/// Room a partial frame's buffer grows by at first; after that it at most
+/// doubles, up to the frame's size.
+pub const GROWTH_STEP: usize = 64 * 1024;
+
 /// A [`Decoder`] and [`Encoder`] of raw [`Frame`]s.
 ///
-/// Decoding returns `Ok(None)` until a whole frame is buffered and reserves
-/// room for the frame it is waiting for. A `len` outside
+/// Decoding returns `Ok(None)` until a whole frame is buffered, reserving
+/// room for the frame it waits for as its bytes arrive (at most doubling
+/// what has arrived, from [`GROWTH_STEP`]): a peer that announces a
+/// maximal frame and sends little makes it hold little. A `len` outside
 /// `FRAME_HEADER_SIZE..=max_frame_len` is an error as soon as the prefix is
 /// seen, and so is a stream that ends inside a frame: the stream is malformed
 /// and must be closed, never resynchronised by dropping bytes.
@@ -68,7 +74,7 @@ impl Decoder for FrameCodec {
         let len = self.check(read_u32(src) as usize)?;
         let total = LEN_PREFIX_SIZE + len;
         if src.len() < total {
-            src.reserve(total - src.len());
+            src.reserve((total - src.len()).min(src.len().max(GROWTH_STEP)));
             return Ok(None);
         }
         Ok(Some(Frame::from_checked(src.split_to(total).freeze())))
@@ -113,7 +119,9 @@ impl Encoder<&Frame> for FrameCodec {
 }
 
 /// Assembles frames from byte slices pushed into it, giving each frame its own
-/// allocation of exactly its size.
+/// allocation of exactly its size. A partial frame's allocation grows with
+/// the bytes that arrived (as for [`FrameCodec`]), not to the size its
+/// prefix announces.
 ///
 /// This suits readers that see the stream as borrowed slices (a ring read in
 /// place, a staging buffer) and that may keep frames queued for a long time:
@@ -125,7 +133,7 @@ pub struct FrameAssembler {
     prefix: [u8; LEN_PREFIX_SIZE],
     prefix_len: usize,
     /// The frame being filled and the wire size it needs.
-    partial: Option<(BytesMut, usize)>,
+    partial: Option<(Vec<u8>, usize)>,
 }
 
 impl FrameAssembler {
@@ -157,7 +165,7 @@ impl FrameAssembler {
             }
             let len = self.codec.check(u32::from_be_bytes(self.prefix) as usize)?;
             let need = LEN_PREFIX_SIZE + len;
-            let mut buf = BytesMut::with_capacity(need);
+            let mut buf = Vec::with_capacity(need.min(GROWTH_STEP));
             buf.extend_from_slice(&self.prefix);
             self.partial = Some((buf, need));
             self.prefix_len = 0;
@@ -166,6 +174,12 @@ impl FrameAssembler {
             return Ok((used, None));
         };
         let take = (*need - buf.len()).min(input.len() - used);
+        if buf.capacity() - buf.len() < take {
+            // Grow by what has arrived, but never past the frame's size, so
+            // the finished frame owns exactly its bytes.
+            let grow = (*need - buf.len()).min(buf.len().max(GROWTH_STEP));
+            buf.reserve_exact(grow.max(take));
+        }
         buf.extend_from_slice(&input[used..used + take]);
         used += take;
         if buf.len() < *need {
@@ -174,7 +188,7 @@ impl FrameAssembler {
         let wire = self
             .partial
             .take()
-            .map(|(buf, _)| buf.freeze())
+            .map(|(buf, _)| bytes::Bytes::from(buf))
             .unwrap_or_default();
         Ok((used, Some(Frame::from_checked(wire))))
     }
@@ -224,6 +238,48 @@ mod tests {
 
     fn wire(frames: &[Frame]) -> Vec<u8> {
         frames.iter().flat_map(|f| f.as_wire().to_vec()).collect()
+    }
+
+    #[test]
+    fn a_maximal_frame_announced_but_not_sent_holds_only_what_arrived() {
+        let mut prefix = (MAX_FRAME_SIZE as u32).to_be_bytes().to_vec();
+        prefix.extend_from_slice(&[0, 0, 0, 1, 0, 1, 2, 3]);
+        let mut codec = FrameCodec::new();
+        let mut buf = BytesMut::from(&prefix[..]);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert!(buf.capacity() <= 2 * GROWTH_STEP, "{}", buf.capacity());
+
+        let mut assembler = FrameAssembler::new(FrameCodec::new());
+        assert_eq!(assembler.push(&prefix).unwrap(), (prefix.len(), None));
+        let (have, need) = assembler.progress();
+        assert_eq!((have, need), (prefix.len(), MAX_FRAME_SIZE + 4));
+        let Some((partial, _)) = &assembler.partial else {
+            panic!("mid frame");
+        };
+        assert!(partial.capacity() <= GROWTH_STEP);
+    }
+
+    #[test]
+    fn an_assembled_large_frame_owns_exactly_its_bytes_however_it_arrived() {
+        let frame = Frame::new(3, Flags::NONE, &vec![5u8; 1_000_000]).unwrap();
+        let bytes = frame.as_wire().to_vec();
+        for chunk in [1000, 65_536, 300_000, bytes.len()] {
+            let mut assembler = FrameAssembler::new(FrameCodec::new());
+            let mut out = None;
+            for part in bytes.chunks(chunk) {
+                let (used, done) = assembler.push(part).unwrap();
+                assert_eq!(used, part.len());
+                out = out.or(done);
+            }
+            assert_eq!(out.as_ref(), Some(&frame), "chunks of {chunk}");
+        }
+        let mut assembler = FrameAssembler::new(FrameCodec::new());
+        for part in bytes.chunks(4096) {
+            assembler.push(part).unwrap();
+            if let Some((buf, need)) = &assembler.partial {
+                assert!(buf.capacity() <= *need, "never past the frame's size");
+            }
+        }
     }
 
     #[test]

@@ -47,7 +47,7 @@ mod message;
 pub mod payload;
 mod wire;
 
-pub use codec::{FrameAssembler, FrameCodec, split_frames};
+pub use codec::{FrameAssembler, FrameCodec, GROWTH_STEP, split_frames};
 pub use error::{CodecError, FrameError, HandshakeError, MessageError};
 pub use frame::{Frame, FrameHeader};
 pub use handshake::{
