@@ -46,10 +46,12 @@ pub(crate) const fn charge(len: usize) -> usize {
 /// A drained queue keeps at most this many slots of capacity.
 const KEEP_CAPACITY: usize = 1024;
 
-/// Queues longer than this are freed on a blocking thread when dropped: a
-/// cut-off client may hold millions of tiny frames, and freeing them on the
-/// relay's thread would stall every other client meanwhile.
-const FREE_OFF_THREAD: usize = 4096;
+/// Queues longer than this are freed in pieces of this many frames, one
+/// piece per turn of the relay's thread: a cut-off client may hold
+/// millions of tiny frames, and freeing them at once would stall every
+/// other client meanwhile (freeing them on other threads instead makes
+/// those threads fight the relay's for the allocator's lock).
+const FREE_PIECE: usize = 4096;
 
 /// One queued item: bytes for the socket, and the frame header to credit
 /// back to the agent once they are written (with flow control on).
@@ -160,12 +162,17 @@ impl Outbox {
     }
 }
 
-/// Drops a queue, on a blocking thread when it is long.
-fn free(queue: VecDeque<Item>) {
-    if queue.len() > FREE_OFF_THREAD
+/// Drops a queue, in pieces between other tasks' turns when it is long.
+fn free(mut queue: VecDeque<Item>) {
+    if queue.len() > FREE_PIECE
         && let Ok(runtime) = tokio::runtime::Handle::try_current()
     {
-        drop(runtime.spawn_blocking(move || drop(queue)));
+        drop(runtime.spawn(async move {
+            while !queue.is_empty() {
+                queue.drain(..queue.len().min(FREE_PIECE)).for_each(drop);
+                tokio::task::yield_now().await;
+            }
+        }));
     } else {
         drop(queue);
     }
