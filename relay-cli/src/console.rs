@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use relay_ring::{DeviceReader, DeviceWriter};
 
+use crate::logging::LogFormat;
+
 /// Bytes moved per read by a device thread.
 const PUMP_CHUNK: usize = 64 * 1024;
 
@@ -63,9 +65,11 @@ pub(crate) struct Device {
 }
 
 impl Device {
-    /// Opens the console and starts pumping it to and from the ring's device end.
+    /// Opens the console and starts pumping it to and from the ring's device
+    /// end. The local agent logs in `log_format`, as `serve` does.
     pub(crate) fn start(
         spec: &ConsoleSpec,
+        log_format: LogFormat,
         ring_reader: DeviceReader,
         ring_writer: DeviceWriter,
         connect_timeout: Duration,
@@ -74,7 +78,7 @@ impl Device {
             ConsoleSpec::Local => {
                 let exe = std::env::current_exe()?;
                 let mut cmd = Command::new(exe);
-                cmd.arg("agent");
+                cmd.arg("--log-format").arg(log_format.name()).arg("agent");
                 Device::child(cmd, ring_reader, ring_writer)
             }
             ConsoleSpec::StdioOf(line) => {

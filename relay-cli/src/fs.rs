@@ -1,11 +1,13 @@
-//! `agent-relay fs`: files in the guest.
+//! `agent-relay fs`: files in the guest, with a progress bar for large
+//! transfers when stderr is a terminal.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use relay_client::FsEntry;
-use tokio::io::AsyncWriteExt;
+use relay_client::{ClientError, Fs, FsEntry};
 
 use crate::SocketArgs;
+use crate::progress::{self, Progress};
 
 /// Arguments of `fs`.
 #[derive(Debug, clap::Args)]
@@ -80,14 +82,14 @@ fn parse_mode(text: &str) -> Result<u32, String> {
     u32::from_str_radix(text, 8).map_err(|e| format!("not an octal mode: {e}"))
 }
 
-pub(crate) async fn run(args: FsArgs) -> u8 {
-    match fs(args).await {
+pub(crate) async fn run(args: FsArgs, quiet: bool) -> u8 {
+    match fs(args, quiet).await {
         Ok(()) => 0,
         Err(error) => crate::fail(error),
     }
 }
 
-async fn fs(args: FsArgs) -> Result<(), Box<dyn std::error::Error>> {
+async fn fs(args: FsArgs, quiet: bool) -> Result<(), Box<dyn std::error::Error>> {
     let client = args.socket.connect().await?;
     let fs = client.fs();
     match args.op {
@@ -100,38 +102,94 @@ async fn fs(args: FsArgs) -> Result<(), Box<dyn std::error::Error>> {
                 println!("{}", describe(&entry));
             }
         }
-        FsCommand::Get { remote, local } => match local.filter(|p| p.as_os_str() != "-") {
-            Some(path) => {
-                let file = tokio::fs::File::create(&path).await?;
-                let mut file = tokio::io::BufWriter::new(file);
-                fs.read_to(remote, &mut file).await?;
-                file.flush().await?;
-            }
-            None => {
-                let mut stdout = tokio::io::stdout();
-                fs.read_to(remote, &mut stdout).await?;
-                stdout.flush().await?;
-            }
-        },
+        FsCommand::Get { remote, local } => {
+            let progress = remote_progress(&fs, &remote, quiet).await;
+            let result = match local.filter(|p| p.as_os_str() != "-") {
+                Some(path) => {
+                    let file = tokio::fs::File::create(&path).await?;
+                    let file = tokio::io::BufWriter::new(file);
+                    fs.read_to(remote, progress.counting(file)).await
+                }
+                None => {
+                    let stdout = tokio::io::stdout();
+                    fs.read_to(remote, progress.counting(stdout)).await
+                }
+            };
+            progress.finish(result)?;
+        }
         FsCommand::Put {
             local,
             remote,
             mode,
         } => {
-            if local.as_os_str() == "-" {
-                fs.write_from(remote, mode, tokio::io::stdin()).await?;
+            let result = if local.as_os_str() == "-" {
+                let progress = Progress::new(None, quiet, "put");
+                let stdin = progress.counting(tokio::io::stdin());
+                progress.finish(fs.write_from(remote, mode, stdin).await)
             } else {
                 let file = tokio::fs::File::open(&local).await?;
-                fs.write_from(remote, mode, file).await?;
-            }
+                let size = file.metadata().await?.len();
+                let progress = Progress::new(Some(size), quiet, &file_name(&remote));
+                let file = progress.counting(file);
+                progress.finish(fs.write_from(remote, mode, file).await)
+            };
+            result?;
         }
         FsCommand::Mkdir { path } => fs.mkdir(path).await?,
         FsCommand::Rm { path } => fs.remove(path).await?,
         FsCommand::Rmdir { path } => fs.remove_dir(path).await?,
-        FsCommand::Cp { src, dst } => fs.copy(src, dst).await?,
+        FsCommand::Cp { src, dst } => copy(&fs, src, dst, quiet).await?,
         FsCommand::Mv { src, dst } => fs.rename(src, dst).await?,
     }
     Ok(())
+}
+
+/// How often `cp` looks at the size of its destination for the bar.
+const COPY_POLL: Duration = Duration::from_millis(250);
+
+/// Copies within the guest. The copy is one request whose bytes never pass
+/// through here; its bar follows the destination's size, read with `stat`
+/// on the same connection while the copy runs.
+async fn copy(fs: &Fs, src: String, dst: String, quiet: bool) -> Result<(), ClientError> {
+    let mut progress = remote_progress(fs, &src, quiet).await;
+    if !progress.may_show() {
+        return fs.copy(src, dst).await;
+    }
+    let copy = fs.copy(src, dst.clone());
+    tokio::pin!(copy);
+    let mut poll = tokio::time::interval(COPY_POLL);
+    let result = loop {
+        tokio::select! {
+            result = &mut copy => break result,
+            _ = poll.tick() => {
+                // The destination may not exist yet; the next look will tell.
+                if let Ok(entry) = fs.stat(dst.clone()).await {
+                    progress.set_position(entry.size);
+                }
+            }
+        }
+    };
+    progress.finish(result)
+}
+
+/// The progress of moving guest file `path`, sized by its `stat` (asked
+/// only when a bar could be shown at all).
+async fn remote_progress(fs: &Fs, path: &str, quiet: bool) -> Progress {
+    if !progress::allowed(quiet) {
+        return Progress::hidden();
+    }
+    // Without a size (the stat failed), the transfer itself reports the
+    // error; a spinner meanwhile does no harm.
+    let size = fs.stat(path).await.ok().map(|entry| entry.size);
+    Progress::new(size, quiet, &file_name(path))
+}
+
+/// The last component of a guest path, to label its bar.
+fn file_name(path: &str) -> String {
+    match path.rsplit('/').next() {
+        Some(name) if !name.is_empty() => name.to_owned(),
+        _ => path.to_owned(),
+    }
 }
 
 /// One line per entry: kind, mode, size, modification time, path.

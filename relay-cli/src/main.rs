@@ -6,8 +6,11 @@
 //!   its stdio. A device thread pumps the guest's byte stream into the ring,
 //!   playing the VMM's console device.
 //! - `exec`, `fs`, `stats` and `shutdown` talk to a running relay.
+//! - `completions` and `man` describe the command itself, for shells and
+//!   `man`.
 //!
-//! Logs go to stderr, filtered by `RUST_LOG`.
+//! Logs go to stderr, filtered by `RUST_LOG`, as text or JSON
+//! (`--log-format`).
 #![forbid(unsafe_code)]
 #![allow(
     clippy::print_stdout,
@@ -17,7 +20,11 @@
 
 mod console;
 mod exec;
+mod export;
 mod fs;
+mod logging;
+mod metrics;
+mod progress;
 mod serve;
 mod stats;
 mod term;
@@ -25,13 +32,26 @@ mod term;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Multiplexes many host programs onto one sandbox guest agent.
 #[derive(Debug, Parser)]
 #[command(name = "agent-relay", version, propagate_version = true)]
 struct Cli {
+    /// Log lines on stderr as human-readable text (coloured on a terminal
+    /// unless NO_COLOR is set) or as one JSON object per line.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "AGENT_RELAY_LOG_FORMAT",
+        default_value = "text",
+        value_name = "FORMAT"
+    )]
+    log_format: logging::LogFormat,
+    /// No progress bars (they appear only on a terminal anyway).
+    #[arg(long, short = 'q', global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -49,6 +69,21 @@ enum Command {
     Stats(stats::StatsArgs),
     /// Ask the guest to shut down (sends core.shutdown).
     Shutdown(SocketArgs),
+    /// Print a shell completion script for bash, zsh or fish.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), or write one page per command into a
+    /// directory.
+    Man {
+        /// Write agent-relay.1 and a page for each subcommand
+        /// (agent-relay-serve.1, agent-relay-fs-put.1, ...) into DIR
+        /// instead, e.g. ~/.local/share/man/man1.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Run the built-in reference agent over this process's stdin and stdout
     /// (what `serve --console local` starts).
     #[command(hide = true)]
@@ -107,10 +142,29 @@ fn main() -> ExitCode {
         Command::Serve(_) | Command::Agent(_) => "info",
         _ => "warn",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| default_level.into()))
-        .with_writer(std::io::stderr)
-        .init();
+    logging::init(cli.log_format, default_level);
+    match cli.command {
+        Command::Completions { shell } => {
+            return describe(|out| {
+                clap_complete::generate(shell, &mut Cli::command(), "agent-relay", out);
+                Ok(())
+            });
+        }
+        Command::Man { dir: Some(dir) } => {
+            return match clap_mangen::generate_to(Cli::command(), &dir) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => ExitCode::from(fail(format!(
+                    "cannot write the manual pages into {}: {error}",
+                    dir.display()
+                ))),
+            };
+        }
+        Command::Man { dir: None } => {
+            return describe(|out| clap_mangen::Man::new(Cli::command()).render(out));
+        }
+        _ => {}
+    }
+    let quiet = cli.quiet;
     // The relay runs on one thread: routing is cheap and one thread drains
     // a 1 MiB ring at gigabytes per second, its tasks wake each other
     // without crossing threads, and glibc keeps one malloc arena for its
@@ -130,12 +184,13 @@ fn main() -> ExitCode {
     };
     let code = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(args, cli.log_format).await,
             Command::Exec(args) => exec::run(args).await,
-            Command::Fs(args) => fs::run(args).await,
+            Command::Fs(args) => fs::run(args, quiet).await,
             Command::Stats(args) => stats::run(args).await,
             Command::Shutdown(args) => shutdown(args).await,
             Command::Agent(args) => agent(args).await,
+            Command::Completions { .. } | Command::Man { .. } => 0,
         }
     });
     // A read of our stdin may still be parked on a blocking thread (exec
@@ -144,9 +199,25 @@ fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
+/// Writes a description of the command (completions, man page) to stdout.
+fn describe(write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match write(&mut out).and_then(|()| std::io::Write::flush(&mut out)) {
+        Ok(()) => ExitCode::SUCCESS,
+        // `agent-relay man | head`: the reader has what it wanted.
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(error) => ExitCode::from(fail(error)),
+    }
+}
+
 /// Reports an error the way every subcommand does, and gives exit code 1.
+/// With JSON logs it is a log line too, so that stderr stays all JSON.
 fn fail(error: impl std::fmt::Display) -> u8 {
-    eprintln!("agent-relay: {error}");
+    if logging::json() {
+        tracing::error!(%error, "failed");
+    } else {
+        eprintln!("agent-relay: {error}");
+    }
     1
 }
 

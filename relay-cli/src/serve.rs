@@ -8,6 +8,8 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::SocketArgs;
 use crate::console::{ConsoleSpec, Device};
+use crate::export::MetricsFile;
+use crate::logging::LogFormat;
 
 /// Arguments of `serve`.
 #[derive(Debug, clap::Args)]
@@ -47,6 +49,20 @@ pub(crate) struct ServeArgs {
     /// Stats socket for `agent-relay stats` [default: the socket path + `.stats`].
     #[arg(long, value_name = "PATH")]
     stats_socket: Option<PathBuf>,
+    /// Keep the statistics as Prometheus text in this file (for node
+    /// exporter's textfile collector: a `.prom` file in its directory),
+    /// rewritten every --metrics-interval and removed when serve stops.
+    #[arg(long, value_name = "PATH")]
+    metrics_file: Option<PathBuf>,
+    /// Seconds between rewrites of --metrics-file.
+    #[arg(
+        long,
+        default_value = "10",
+        value_parser = parse_interval,
+        value_name = "SECS",
+        requires = "metrics_file"
+    )]
+    metrics_interval: Duration,
 }
 
 /// Ring size for `serve`: a quarter of the library's 1 MiB default. A reply
@@ -59,6 +75,17 @@ fn parse_mode(text: &str) -> Result<u32, String> {
     u32::from_str_radix(text, 8).map_err(|e| format!("not an octal mode: {e}"))
 }
 
+/// A number of seconds (fractions allowed), at least 0.01.
+pub(crate) fn parse_interval(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|e| format!("not a number of seconds: {e}"))?;
+    if secs.is_nan() || secs < 0.01 {
+        return Err("the interval must be at least 0.01 seconds".to_owned());
+    }
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("not a usable interval: {e}"))
+}
+
 /// The stats socket that goes with a relay socket.
 pub(crate) fn stats_socket_for(socket: &std::path::Path) -> PathBuf {
     let mut path = socket.as_os_str().to_owned();
@@ -66,7 +93,9 @@ pub(crate) fn stats_socket_for(socket: &std::path::Path) -> PathBuf {
     PathBuf::from(path)
 }
 
-pub(crate) async fn run(args: ServeArgs) -> u8 {
+/// Runs `serve`; `log_format` goes to the local agent too, so all of
+/// stderr is in one format.
+pub(crate) async fn run(args: ServeArgs, log_format: LogFormat) -> u8 {
     let socket = args.socket.path();
     let form = match args.handshake.as_str() {
         "bounds" => HandshakeForm::Bounds { slots: args.slots },
@@ -96,10 +125,29 @@ pub(crate) async fn run(args: ServeArgs) -> u8 {
         Ok(relay) => relay,
         Err(error) => return crate::fail(error),
     };
+    let metrics = match &args.metrics_file {
+        None => None,
+        Some(path) => {
+            match MetricsFile::start(path, args.metrics_interval, relay.stats_handle()).await {
+                Ok(metrics) => Some(metrics),
+                Err(error) => {
+                    relay.shutdown();
+                    let _ = relay.join().await;
+                    return crate::fail(format!("--metrics-file: {error}"));
+                }
+            }
+        }
+    };
     let (ring_reader, ring_writer) = device_end.split();
     let console = args.console.clone();
     let device = match tokio::task::spawn_blocking(move || {
-        Device::start(&console, ring_reader, ring_writer, ready_timeout)
+        Device::start(
+            &console,
+            log_format,
+            ring_reader,
+            ring_writer,
+            ready_timeout,
+        )
     })
     .await
     {
@@ -107,15 +155,21 @@ pub(crate) async fn run(args: ServeArgs) -> u8 {
         Ok(Err(error)) => {
             relay.shutdown();
             let _ = relay.join().await;
+            if let Some(metrics) = metrics {
+                metrics.stop().await;
+            }
             return crate::fail(format!("cannot open console {}: {error}", args.console));
         }
         Err(error) => return crate::fail(error),
     };
-    eprintln!(
-        "agent-relay: serving {} on {} (stats: {})",
-        args.console,
-        socket.display(),
-        stats_socket.display()
+    // The one line that names the socket: the relay's span leaves the
+    // path out of every later line (see `logging`).
+    tracing::info!(
+        console = %args.console,
+        socket = %socket.display(),
+        stats = %stats_socket.display(),
+        metrics = args.metrics_file.as_ref().map(|path| tracing::field::display(path.display())),
+        "serving"
     );
 
     let stop = relay.shutdown_handle();
@@ -140,6 +194,9 @@ pub(crate) async fn run(args: ServeArgs) -> u8 {
     }
     let result = relay.join().await;
     signals.abort();
+    if let Some(metrics) = metrics {
+        metrics.stop().await;
+    }
     let shutdown_requested = *drain.borrow() > 0;
     let grace = Duration::from_secs(5);
     tokio::task::spawn_blocking(move || device.finish(grace))
@@ -148,7 +205,7 @@ pub(crate) async fn run(args: ServeArgs) -> u8 {
     match result {
         Ok(_) => 0,
         Err(RelayError::AgentClosed) if shutdown_requested => {
-            eprintln!("agent-relay: the guest shut down as a client asked");
+            tracing::info!("the guest shut down as a client asked");
             0
         }
         Err(error) => crate::fail(error),

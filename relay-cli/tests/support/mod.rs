@@ -7,11 +7,13 @@
 )]
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use relay_client::Client;
+
+pub mod pty;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_agent-relay");
 /// A guard against hangs, never a performance threshold.
@@ -26,16 +28,24 @@ pub struct Serve {
 
 impl Serve {
     pub fn start(extra: &[&str]) -> Serve {
+        Serve::start_with(extra, |_, _| {})
+    }
+
+    /// `start`, with `configure` given the command (to redirect stderr, set
+    /// the environment) and the private directory before it runs.
+    pub fn start_with(extra: &[&str], configure: impl FnOnce(&mut Command, &Path)) -> Serve {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("agent.sock");
-        let child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .arg("serve")
             .arg("--socket")
             .arg(&socket)
             .args(extra)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
+            .env_remove("AGENT_RELAY_LOG_FORMAT")
+            .stdin(Stdio::null());
+        configure(&mut command, dir.path());
+        let child = command.spawn().unwrap();
         let serve = Serve { child, socket, dir };
         serve.wait_until_serving();
         serve
