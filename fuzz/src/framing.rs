@@ -6,7 +6,8 @@
 //! at once: the same frames, byte for byte, then the same ending (a clean
 //! end or the same [`FrameError`]). Neither may panic, and each has its own
 //! contract checked on the way: the codec reserves room for the frame it
-//! waits for, the assembler always makes progress on a non-empty slice.
+//! waits for as its bytes arrive (at least doubling them, up to the frame),
+//! the assembler always makes progress on a non-empty slice.
 
 use bytes::BytesMut;
 use relay_codec::{
@@ -194,10 +195,16 @@ pub fn with_codec(stream: &ChunkedStream) -> Result<Outcome, Violation> {
                 Ok(Some(frame)) => frames.push(frame),
                 Ok(None) => {
                     if let Some(prefix) = buf.first_chunk::<LEN_PREFIX_SIZE>() {
+                        // Room for the rest grows with what arrived: at
+                        // least up to doubling it (from GROWTH_STEP), and
+                        // never the whole announced length at once.
                         let need = LEN_PREFIX_SIZE + u32::from_be_bytes(*prefix) as usize;
-                        if buf.capacity() < need {
+                        let have = buf.len();
+                        let want = need.min(have + have.max(relay_codec::GROWTH_STEP));
+                        if buf.capacity() < want {
                             return Err(format!(
-                                "decode waits for a {need}-byte frame but reserved only {}",
+                                "decode waits for a {need}-byte frame with {have} bytes but \
+                                 reserved only {} of the {want} it should",
                                 buf.capacity()
                             ));
                         }

@@ -450,6 +450,20 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         measure: memory_flood,
     },
     Scenario {
+        name: "memory_flood_tiny",
+        about: "P5: the flood in minimal 10-byte frames toward 15 clients that never read; peak RSS beside the bound ARCHITECTURE.md states for the budgets",
+        impls: ALL,
+        metrics: &[
+            m("peak_rss", "MiB"),
+            m("bound", "MiB"),
+            m("rss_growth", "MiB/s"),
+            m("cutoffs", "clients"),
+        ],
+        pinned: false,
+        memory: true,
+        measure: memory_flood_tiny,
+    },
+    Scenario {
         name: "memory_flood_one_arena",
         about: "P5: the flood scenario with MALLOC_ARENA_MAX=1 in the relay process (glibc keeps freed frames per thread arena)",
         impls: OURS,
@@ -790,16 +804,37 @@ fn memory_idle(mode: &Mode, imp: Impl) -> Result<Sample, String> {
 /// Floods clients that never read; when the relay cuts one off, a new one
 /// takes its place, for `flood_for`.
 fn memory_flood(mode: &Mode, imp: Impl) -> Result<Sample, String> {
-    memory_flood_with(mode, mode.serve(imp))
+    memory_flood_with(mode, mode.serve(imp), FLOOD_CLIENTS, BULK_FRAME)
+}
+
+/// Tiny frames cost the relay the most per byte: the bound must hold anyway.
+fn memory_flood_tiny(mode: &Mode, imp: Impl) -> Result<Sample, String> {
+    let opts = mode.serve(imp);
+    let clients = 15;
+    // ARCHITECTURE.md: baseline + 2 rings + the total budget + per reader
+    // (clients, the control client, the agent) a read chunk and a frame.
+    let readers = (clients + 2) as u64;
+    let bound = (24 << 20)
+        + 2 * opts.ring as u64
+        + FLOOD_TOTAL_BUDGET as u64
+        + readers * ((64 << 10) + relay_codec::MAX_FRAME_SIZE as u64);
+    let mut sample = memory_flood_with(mode, opts, clients, wire::MIN_TAGGED)?;
+    sample.insert(1, ("bound", mib(bound)));
+    Ok(sample)
 }
 
 fn memory_flood_one_arena(mode: &Mode, imp: Impl) -> Result<Sample, String> {
     let mut opts = mode.serve(imp);
     opts.malloc_arenas = Some(1);
-    memory_flood_with(mode, opts)
+    memory_flood_with(mode, opts, FLOOD_CLIENTS, BULK_FRAME)
 }
 
-fn memory_flood_with(mode: &Mode, mut opts: ServeOptions) -> Result<Sample, String> {
+fn memory_flood_with(
+    mode: &Mode,
+    mut opts: ServeOptions,
+    clients: usize,
+    frame_len: usize,
+) -> Result<Sample, String> {
     let imp = opts.imp;
     opts.client_budget = FLOOD_CLIENT_BUDGET;
     opts.total_budget = FLOOD_TOTAL_BUDGET;
@@ -811,12 +846,12 @@ fn memory_flood_with(mode: &Mode, mut opts: ServeOptions) -> Result<Sample, Stri
         conn.stream.write_all(&wire::source_request(
             conn.id,
             wire::ENDLESS,
-            BULK_FRAME as u32,
+            frame_len as u32,
         ))?;
         Ok(conn)
     };
     let mut floods = Vec::new();
-    for _ in 0..FLOOD_CLIENTS {
+    for _ in 0..clients {
         floods.push(flood(path).map_err(err("flood"))?);
     }
     let probe = wire::frame(0, wire::DATA, 64);
