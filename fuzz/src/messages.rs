@@ -87,8 +87,8 @@ pub fn check_body(body: &[u8]) -> Result<BodyVerdict, Violation> {
             check_decoded_again(&message)?;
             Ok(BodyVerdict::Message(message))
         }
-        Err(MessageError::BadEnvelope { reason }) => Err(format!(
-            "Message::from_body calls a parsed envelope bad: {reason}"
+        Err(MessageError::BadEnvelope { fault }) => Err(format!(
+            "Message::from_body calls a parsed envelope bad: {fault}"
         )),
         Err(_) => Ok(BodyVerdict::EnvelopeOnly),
     }

@@ -53,10 +53,10 @@ pub enum CodecError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MessageError {
     /// The body is not the `{v, t, p}` CBOR envelope.
-    #[error("frame body is not a message envelope: {reason}")]
+    #[error("frame body is not a message envelope: {fault}")]
     BadEnvelope {
-        /// What the CBOR decoder reported.
-        reason: String,
+        /// What the CBOR decoder found.
+        fault: CborFault,
     },
     /// The envelope names a message type this crate does not know.
     #[error("unknown message type {name:?}")]
@@ -75,16 +75,70 @@ pub enum MessageError {
         supported: u8,
     },
     /// The payload does not match the schema of its message type.
-    #[error("payload of {message_type} is malformed: {reason}")]
+    #[error("payload of {message_type} is malformed: {fault}")]
     BadPayload {
         /// Wire name of the message type.
         message_type: &'static str,
-        /// What the CBOR decoder reported.
-        reason: String,
+        /// What the CBOR decoder (or encoder) found.
+        fault: CborFault,
     },
     /// The encoded message does not fit in one frame.
     #[error(transparent)]
     Frame(#[from] FrameError),
+}
+
+/// What CBOR decoding (or encoding) found wrong, and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CborFault {
+    /// The bytes are not well-formed CBOR.
+    #[error("not well-formed CBOR at byte {offset}")]
+    Syntax {
+        /// Byte offset of the fault.
+        offset: usize,
+    },
+    /// Well-formed CBOR of the wrong shape: a missing field, a value of the
+    /// wrong type.
+    #[error("{expected}{}", offset.map(|at| format!(" (at byte {at})")).unwrap_or_default())]
+    Shape {
+        /// Byte offset, when the decoder knows it.
+        offset: Option<usize>,
+        /// What the schema expected, in serde's words.
+        expected: String,
+    },
+    /// The input ends inside a value.
+    #[error("the input ends inside a value")]
+    Truncated,
+    /// Nested deeper than the decoder allows.
+    #[error("nested deeper than the decoder allows")]
+    TooDeep,
+    /// A value the encoder cannot represent.
+    #[error("cannot be encoded: {what}")]
+    Unencodable {
+        /// serde's description of the value.
+        what: String,
+    },
+}
+
+impl CborFault {
+    pub(crate) fn of_decode<E>(error: ciborium::de::Error<E>) -> CborFault {
+        match error {
+            ciborium::de::Error::Io(_) => CborFault::Truncated,
+            ciborium::de::Error::Syntax(offset) => CborFault::Syntax { offset },
+            ciborium::de::Error::Semantic(offset, expected) => {
+                CborFault::Shape { offset, expected }
+            }
+            ciborium::de::Error::RecursionLimitExceeded => CborFault::TooDeep,
+        }
+    }
+
+    pub(crate) fn of_encode<E: std::fmt::Debug>(error: ciborium::ser::Error<E>) -> CborFault {
+        match error {
+            ciborium::ser::Error::Value(what) => CborFault::Unencodable { what },
+            ciborium::ser::Error::Io(error) => CborFault::Unencodable {
+                what: format!("{error:?}"),
+            },
+        }
+    }
 }
 
 /// The bytes a relay sends on accept are not a valid handshake.

@@ -38,6 +38,7 @@
 //! project claims none of its own.
 #![forbid(unsafe_code)]
 
+mod cbor;
 mod codec;
 mod error;
 pub mod flow;
@@ -45,16 +46,18 @@ mod frame;
 mod handshake;
 mod message;
 pub mod payload;
+mod scan;
 mod wire;
 
 pub use codec::{FrameAssembler, FrameCodec, GROWTH_STEP, split_frames};
-pub use error::{CodecError, FrameError, HandshakeError, MessageError};
+pub use error::{CborFault, CodecError, FrameError, HandshakeError, MessageError};
 pub use frame::{Frame, FrameHeader};
 pub use handshake::{
     Handshake, IdRange, LEGACY_SLOTS, LEGACY_STEP, bounds_slot_of, bounds_slot_range,
     legacy_slot_of, legacy_slot_range,
 };
 pub use message::{Envelope, Message, MessageType, data_frame, envelope_frame};
+pub use scan::{FrameScanner, LARGE_PEEK, Scanned};
 pub use wire::{
     CONNECTION_ID, FRAME_HEADER_SIZE, FS_CHUNK_SIZE, Flags, LEN_PREFIX_SIZE, MAX_BODY_SIZE,
     MAX_FRAME_SIZE, PROTOCOL_VERSION, RUNTIME_RESERVED_ID, WIRE_HEADER_SIZE,
