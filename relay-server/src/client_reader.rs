@@ -18,6 +18,7 @@ use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::agent_writer;
 use crate::client_writer::{WriterParts, run_client_writer};
 use crate::error::ClientFault;
 use crate::outbox::{Close, charge};
@@ -191,14 +192,12 @@ impl ClientReader<'_> {
             let stop = self.admit(frames, batch);
             // What was accepted before a fault still goes.
             if !batch.is_empty() {
+                // Not raced against the stop: a frame may be half written.
+                // The relay's flush deadline ends the wait if it must.
                 let submitted = std::mem::take(batch);
-                *batch = tokio::select! {
-                    biased;
-                    () = self.stop.cancelled() => return Err(None),
-                    written = self.shared.lanes.submit(self.client, submitted) => {
-                        written.map_err(|_| None)?
-                    }
-                };
+                *batch = agent_writer::submit(self.shared, self.client, submitted)
+                    .await
+                    .map_err(|_| None)?;
             }
             match stop {
                 Stop::Drained => {}

@@ -117,14 +117,14 @@ impl Relay {
             (probe().capacity / 4).clamp(4096, 1 << 20)
         });
         let span = tracing::info_span!("relay", socket = %config.socket_path.display());
-        let (shared, ready_rx, drain_rx) = Shared::new(config, router, turn_bytes, ring);
+        let (shared, ready_rx, drain_rx) =
+            Shared::new(config, router, agent_writer, turn_bytes, ring);
         let shared = Arc::new(shared);
         tracing::info!(parent: &span, "relay bound; waiting for core.ready");
         let agent = tokio::spawn(run_agent_reader(shared.clone(), source).instrument(span.clone()));
         let finish = CancellationToken::new();
-        let writer = tokio::spawn(
-            run_agent_writer(shared.clone(), agent_writer, finish.clone()).instrument(span.clone()),
-        );
+        let writer =
+            tokio::spawn(run_agent_writer(shared.clone(), finish.clone()).instrument(span.clone()));
         let control = control.map(|(listener, file)| {
             let task =
                 tokio::spawn(control_loop(shared.clone(), listener).instrument(span.clone()));

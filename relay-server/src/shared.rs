@@ -11,7 +11,7 @@ use tokio::net::UnixStream;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::agent_writer::Lanes;
+use crate::agent_writer::{AgentStream, Lanes};
 use crate::config::RelayConfig;
 use crate::error::{ClientFault, RelayError};
 use crate::outbox::{Close, Outbox};
@@ -159,6 +159,7 @@ impl Shared {
     pub(crate) fn new(
         config: RelayConfig,
         router: Router,
+        agent: AgentStream,
         turn_bytes: usize,
         ring: Option<RingProbe>,
     ) -> (Shared, watch::Receiver<bool>, watch::Receiver<u64>) {
@@ -174,7 +175,7 @@ impl Shared {
                 notes: Vec::new(),
             }),
             counters: Counters::default(),
-            lanes: Lanes::new(slots, turn_bytes),
+            lanes: Lanes::new(agent, slots, turn_bytes),
             stop: CancellationToken::new(),
             hard_stop: CancellationToken::new(),
             failure: Mutex::new(None),
@@ -267,7 +268,7 @@ impl Shared {
             }
         }
         if hub.router.has_control() || hub.accept.is_some() {
-            self.lanes.wake();
+            self.lanes.control_due();
         }
     }
 
