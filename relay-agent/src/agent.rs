@@ -26,7 +26,7 @@ use crate::error::AgentError;
 use crate::exec::{self, Control, ExecIo};
 use crate::flow::{FlowControl, return_credit};
 use crate::fs;
-use crate::outbound::{Outbound, Outbox, SessionState, write_frames};
+use crate::outbound::{Outbound, SessionOut, SessionState, write_frames};
 use crate::pty::PtyControl;
 use crate::queue::{InputSender, Rejected, input_queue};
 use crate::spawn::StartError;
@@ -453,7 +453,7 @@ impl Sessions {
     }
 
     /// A new session's outbox, unless a session with this id is still open.
-    fn open(&mut self, id: u32) -> Option<(Outbox, Arc<SessionState>)> {
+    fn open(&mut self, id: u32) -> Option<(SessionOut, Arc<SessionState>)> {
         if self
             .map
             .get(&id)
@@ -464,7 +464,7 @@ impl Sessions {
         }
         let flow = self.flow.as_ref().map(|flow| flow.session(id));
         let state = Arc::new(SessionState::new(flow));
-        let out = Outbox::new(
+        let out = SessionOut::new(
             id,
             self.outbound.clone(),
             self.cancel.child_token(),

@@ -12,7 +12,7 @@ use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use crate::outbound::{Outbox, SendError};
+use crate::outbound::{SendError, SessionOut};
 use crate::pty::{self, PtyControl};
 use crate::queue::InputReceiver;
 use crate::spawn::{self, EXIT_MALFORMED, StartError};
@@ -30,7 +30,7 @@ pub(crate) enum Control {
 /// What an exec session needs besides its request.
 #[derive(Debug)]
 pub(crate) struct ExecIo {
-    pub(crate) out: Outbox,
+    pub(crate) out: SessionOut,
     pub(crate) stdin: InputReceiver,
     pub(crate) control: mpsc::Receiver<Control>,
     pub(crate) pty: Arc<PtyControl>,
@@ -160,7 +160,7 @@ async fn run_piped(req: ExecRequest, io: ExecIo) {
 }
 
 /// Sends the terminal `core.exec.exited`.
-pub(crate) async fn report_exit(out: &Outbox, code: i32) {
+pub(crate) async fn report_exit(out: &SessionOut, code: i32) {
     if let Err(err) = out
         .terminal(&Message::ExecExited(ExecExited { code }))
         .await
@@ -216,7 +216,7 @@ async fn kill_and_reap(child: &mut Child, pid: u32) {
 async fn pump<R: AsyncRead + Unpin>(
     pipe: Option<R>,
     t: MessageType,
-    out: &Outbox,
+    out: &SessionOut,
     chunk: usize,
 ) -> Result<(), SendError> {
     let Some(mut pipe) = pipe else {
@@ -259,7 +259,7 @@ async fn feed_stdin(stdin: Option<ChildStdin>, mut queue: InputReceiver) {
 
 /// Answers a command that could not start: a stderr line, then
 /// `core.exec.exited` with 127 or 126.
-pub(crate) async fn start_failed(out: &Outbox, cmd: &str, err: &StartError) {
+pub(crate) async fn start_failed(out: &SessionOut, cmd: &str, err: &StartError) {
     debug!(cmd, %err, "cannot run");
     let text = format!("relay-agent: cannot run {cmd:?}: {err}\n");
     error_reply(out, text, err.exit_code()).await;
@@ -267,12 +267,12 @@ pub(crate) async fn start_failed(out: &Outbox, cmd: &str, err: &StartError) {
 
 /// Answers a malformed request on its id: a stderr line, then
 /// `core.exec.exited` with code 2.
-pub(crate) async fn malformed(out: &Outbox, reason: &str) {
+pub(crate) async fn malformed(out: &SessionOut, reason: &str) {
     let text = format!("relay-agent: malformed request: {reason}\n");
     error_reply(out, text, EXIT_MALFORMED).await;
 }
 
-async fn error_reply(out: &Outbox, text: String, code: i32) {
+async fn error_reply(out: &SessionOut, text: String, code: i32) {
     let stderr = Message::ExecStderr(Data {
         data: text.into_bytes(),
     });

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::exec::log_send_error;
-use crate::outbound::{Outbox, SendError};
+use crate::outbound::{SendError, SessionOut};
 use crate::queue::InputReceiver;
 use crate::spawn::describe;
 
@@ -29,7 +29,7 @@ const DEFAULT_FILE_MODE: u32 = 0o644;
 /// answered with `ok: false`.
 pub(crate) async fn run(
     req: FsRequest,
-    out: Outbox,
+    out: SessionOut,
     upload: InputReceiver,
     chunk: usize,
     cancel: CancellationToken,
@@ -71,7 +71,7 @@ fn op_name(op: &FsOp) -> &'static str {
 /// Carries out one operation. Only a read that cannot send is an `Err`.
 async fn operate(
     op: FsOp,
-    out: &Outbox,
+    out: &SessionOut,
     upload: InputReceiver,
     chunk: usize,
 ) -> Result<FsResponse, SendError> {
@@ -95,7 +95,7 @@ async fn operate(
 }
 
 /// Answers a malformed fs request on its id.
-pub(crate) async fn malformed(out: &Outbox, reason: &str) {
+pub(crate) async fn malformed(out: &SessionOut, reason: &str) {
     let response = FsResponse::failed(format!("malformed request: {reason}"));
     if let Err(err) = out.terminal(&Message::FsResponse(response)).await {
         log_send_error(&err);
@@ -183,7 +183,7 @@ fn entry(path: String, meta: &Metadata) -> FsEntry {
 /// Streams a file as data chunks of `chunk` bytes (the last may be
 /// shorter), then answers. Only a shutdown or a dead console is an `Err`:
 /// then nothing more is sent.
-async fn read(out: &Outbox, path: &str, chunk: usize) -> Result<FsResponse, SendError> {
+async fn read(out: &SessionOut, path: &str, chunk: usize) -> Result<FsResponse, SendError> {
     let chunk = chunk.clamp(1, FS_CHUNK_SIZE);
     let mut file = match tokio::fs::File::open(path).await {
         Ok(file) => file,

@@ -1,5 +1,5 @@
 //! The way out: a channel of frames bounded in bytes, the task that writes
-//! it to the console, and the per-session [`Outbox`] that sessions send
+//! it to the console, and the per-session [`SessionOut`] that sessions send
 //! through.
 
 use std::io;
@@ -148,21 +148,21 @@ pub(crate) enum SendError {
 /// size from the session's credit, so a session whose client is behind
 /// stops reading its pipe while the others go on.
 #[derive(Debug)]
-pub(crate) struct Outbox {
+pub(crate) struct SessionOut {
     id: u32,
     outbound: Outbound,
     cancel: CancellationToken,
     state: Arc<SessionState>,
 }
 
-impl Outbox {
+impl SessionOut {
     pub(crate) fn new(
         id: u32,
         outbound: Outbound,
         cancel: CancellationToken,
         state: Arc<SessionState>,
-    ) -> Outbox {
-        Outbox {
+    ) -> SessionOut {
+        SessionOut {
             id,
             outbound,
             cancel,

@@ -19,8 +19,8 @@ use crate::deadline::{Deadline, within};
 use crate::error::{Awaited, ClientError, Disconnect};
 use crate::exec::{ExecSession, Output};
 use crate::fs::Fs;
-use crate::router::Router;
 use crate::session::Session;
+use crate::sessions::SessionTable;
 use crate::tasks::{BoxWriter, Outgoing, read_handshake, read_loop, write_loop};
 
 /// A connection to the relay. Cheap to clone: clones share the connection,
@@ -44,7 +44,7 @@ const OUTGOING_FRAMES: usize = 16;
 
 /// State shared by the client and its sessions.
 pub(crate) struct Conn {
-    pub(crate) router: Arc<Router>,
+    pub(crate) sessions: Arc<SessionTable>,
     outgoing: mpsc::Sender<Outgoing>,
     handshake: Handshake,
     ids: IdRange,
@@ -66,8 +66,8 @@ impl fmt::Debug for Conn {
         f.debug_struct("Conn")
             .field("handshake", &self.handshake)
             .field("ids", &self.ids)
-            .field("in_flight", &self.router.in_flight())
-            .field("closed", &self.router.closed())
+            .field("in_flight", &self.sessions.in_flight())
+            .field("closed", &self.sessions.closed())
             .finish_non_exhaustive()
     }
 }
@@ -161,21 +161,21 @@ impl Client {
             last_id = ids.last(),
             "connected to the relay"
         );
-        let router = Arc::new(Router::new(ids));
+        let sessions = Arc::new(SessionTable::new(ids));
         let mut frames = FramedRead::new(read, FrameCodec::new());
         // Bytes that arrived with the greeting belong to the first frames.
         frames.read_buffer_mut().extend_from_slice(&rest);
-        let reader = tokio::spawn(read_loop(frames, Arc::clone(&router))).abort_handle();
+        let reader = tokio::spawn(read_loop(frames, Arc::clone(&sessions))).abort_handle();
         let (outgoing, queue) = mpsc::channel(OUTGOING_FRAMES);
         tokio::spawn(write_loop(
             FramedWrite::new(write, FrameCodec::new()),
             queue,
-            Arc::clone(&router),
+            Arc::clone(&sessions),
         ));
         Ok(Client {
             request_timeout: config.request_timeout,
             conn: Arc::new(Conn {
-                router,
+                sessions,
                 outgoing,
                 handshake,
                 ids,
@@ -209,12 +209,12 @@ impl Client {
 
     /// Sessions in flight: opened and not yet ended by a TERMINAL frame.
     pub fn in_flight(&self) -> usize {
-        self.conn.router.in_flight()
+        self.conn.sessions.in_flight()
     }
 
     /// Why the connection ended, or `None` while it is up.
     pub fn disconnect_reason(&self) -> Option<Disconnect> {
-        self.conn.router.closed()
+        self.conn.sessions.closed()
     }
 
     /// Opens a session: takes a free id, sends `request` on it (its type
@@ -261,20 +261,20 @@ impl Client {
         }
         let conn = &self.conn;
         let registration = conn
-            .router
+            .sessions
             .register(conn.config.session_buffer, conn.config.max_sessions)?;
         let (id, generation) = (registration.id, registration.generation);
         let frame = match request.to_frame(id) {
             Ok(frame) => frame,
             Err(source) => {
-                conn.router.release(id, generation);
+                conn.sessions.release(id, generation);
                 return Err(ClientError::Encode { id, source });
             }
         };
         let session = Session::new(Arc::clone(conn), registration);
         // Frees the id if this future is dropped before the request is queued.
         let mut unsent = Unsent {
-            router: &conn.router,
+            sessions: &conn.sessions,
             id,
             generation,
             armed: true,
@@ -292,7 +292,7 @@ impl Client {
                 Ok((session, pending))
             }
             Err(error) => {
-                conn.router.release(id, generation);
+                conn.sessions.release(id, generation);
                 Err(error)
             }
         }
@@ -317,7 +317,7 @@ impl Client {
                 Ok(())
             }
             Err(error) => {
-                self.conn.router.release(id, generation);
+                self.conn.sessions.release(id, generation);
                 Err(error)
             }
         }
@@ -459,11 +459,11 @@ impl Conn {
         frame: Frame,
         session: Option<(u32, u64)>,
     ) -> Result<oneshot::Receiver<Result<(), ClientError>>, ClientError> {
-        if let Some(reason) = self.router.closed() {
+        if let Some(reason) = self.sessions.closed() {
             return Err(ClientError::Disconnected(reason));
         }
         if let Some((id, generation)) = session
-            && !self.router.is_live(id, generation)
+            && !self.sessions.is_live(id, generation)
         {
             return Err(ClientError::SessionClosed { id });
         }
@@ -481,7 +481,7 @@ impl Conn {
     }
 
     fn disconnected(&self) -> ClientError {
-        ClientError::Disconnected(self.router.closed().unwrap_or(Disconnect::Eof))
+        ClientError::Disconnected(self.sessions.closed().unwrap_or(Disconnect::Eof))
     }
 }
 
@@ -494,7 +494,7 @@ struct Pending {
 
 /// Releases an id whose request never reached the writer.
 struct Unsent<'a> {
-    router: &'a Router,
+    sessions: &'a SessionTable,
     id: u32,
     generation: u64,
     armed: bool,
@@ -503,7 +503,7 @@ struct Unsent<'a> {
 impl Drop for Unsent<'_> {
     fn drop(&mut self) {
         if self.armed {
-            self.router.release(self.id, self.generation);
+            self.sessions.release(self.id, self.generation);
         }
     }
 }

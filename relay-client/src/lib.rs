@@ -104,8 +104,8 @@ mod deadline;
 mod error;
 mod exec;
 mod fs;
-mod router;
 mod session;
+mod sessions;
 mod tasks;
 
 pub use client::Client;

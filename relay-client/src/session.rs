@@ -8,7 +8,7 @@ use tokio::sync::mpsc::error::TryRecvError;
 
 use crate::client::Conn;
 use crate::error::{ClientError, Disconnect};
-use crate::router::Registration;
+use crate::sessions::Registration;
 
 /// One session: the frames the agent sends on its id, and a way to send
 /// more frames on it. Made by [`Client::open`](crate::Client::open).
@@ -221,7 +221,7 @@ impl SessionReceiver {
     fn disconnected(&self) -> ClientError {
         // The router closes a session's channel before its TERMINAL frame
         // only when the connection ends, and it records why first.
-        let reason = self.conn.router.closed().unwrap_or(Disconnect::Eof);
+        let reason = self.conn.sessions.closed().unwrap_or(Disconnect::Eof);
         ClientError::Disconnected(reason)
     }
 }

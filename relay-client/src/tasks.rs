@@ -12,7 +12,7 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::deadline::{Deadline, within};
 use crate::error::{Awaited, ClientError, Disconnect};
-use crate::router::Router;
+use crate::sessions::SessionTable;
 
 /// The write half of the connection, whatever the stream.
 pub(crate) type BoxWriter = Box<dyn AsyncWrite + Send + Unpin>;
@@ -30,7 +30,7 @@ pub(crate) struct Outgoing {
 pub(crate) async fn write_loop(
     mut writer: FramedWrite<BoxWriter, FrameCodec>,
     mut queue: mpsc::Receiver<Outgoing>,
-    router: Arc<Router>,
+    sessions: Arc<SessionTable>,
 ) {
     let mut written = Vec::new();
     while let Some(first) = queue.recv().await {
@@ -44,10 +44,10 @@ pub(crate) async fn write_loop(
             let id = frame.id();
             let frame_flags = frame.flags();
             let outcome = match session {
-                _ if router.closed().is_some() => Err(ClientError::Disconnected(
-                    router.closed().unwrap_or(Disconnect::Eof),
+                _ if sessions.closed().is_some() => Err(ClientError::Disconnected(
+                    sessions.closed().unwrap_or(Disconnect::Eof),
                 )),
-                Some((id, generation)) if !router.is_live(id, generation) => {
+                Some((id, generation)) if !sessions.is_live(id, generation) => {
                     Err(ClientError::SessionClosed { id })
                 }
                 _ => match writer.feed(frame).await {
@@ -55,7 +55,7 @@ pub(crate) async fn write_loop(
                     Err(CodecError::Io(error)) => {
                         let reason = Disconnect::Write(Arc::new(error));
                         tracing::warn!(%reason, "connection to the relay lost");
-                        router.close(reason.clone());
+                        sessions.close(reason.clone());
                         let _ = done.send(Err(ClientError::Disconnected(reason)));
                         return;
                     }
@@ -65,7 +65,7 @@ pub(crate) async fn write_loop(
                         if let Some((id, generation)) = session
                             && frame_flags.contains(Flags::SESSION_START)
                         {
-                            router.release(id, generation);
+                            sessions.release(id, generation);
                         }
                         Err(ClientError::Encode {
                             id,
@@ -88,7 +88,7 @@ pub(crate) async fn write_loop(
                 CodecError::Frame(error) => Disconnect::Malformed(error),
             };
             tracing::warn!(%reason, "connection to the relay lost");
-            router.close(reason.clone());
+            sessions.close(reason.clone());
             for done in written.drain(..) {
                 let _ = done.send(Err(ClientError::Disconnected(reason.clone())));
             }
@@ -143,7 +143,7 @@ const BOUNDS_PREFIX_LEN: usize = 8;
 
 /// The reader task: routes every frame to its session's channel until the
 /// stream ends, then ends every session with the reason.
-pub(crate) async fn read_loop<R>(mut frames: FramedRead<R, FrameCodec>, router: Arc<Router>)
+pub(crate) async fn read_loop<R>(mut frames: FramedRead<R, FrameCodec>, sessions: Arc<SessionTable>)
 where
     R: AsyncRead + Unpin,
 {
@@ -152,20 +152,20 @@ where
             None => break Disconnect::Eof,
             Some(Err(CodecError::Io(error))) => break Disconnect::Read(Arc::new(error)),
             Some(Err(CodecError::Frame(error))) => break Disconnect::Malformed(error),
-            Some(Ok(frame)) => deliver(&router, frame).await,
+            Some(Ok(frame)) => deliver(&sessions, frame).await,
         }
     };
     match reason {
         Disconnect::Eof => tracing::debug!(%reason, "connection to the relay ended"),
         _ => tracing::warn!(%reason, "connection to the relay lost"),
     }
-    router.close(reason);
+    sessions.close(reason);
 }
 
-async fn deliver(router: &Router, frame: Frame) {
+async fn deliver(sessions: &SessionTable, frame: Frame) {
     let id = frame.id();
     let flags = frame.flags();
-    let Some(session) = router.route(id, flags) else {
+    let Some(session) = sessions.route(id, flags) else {
         if id == 0 {
             // A relay may forward a new `core.ready` after an agent restart.
             tracing::debug!(?flags, "frame with id 0 dropped");

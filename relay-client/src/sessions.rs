@@ -1,4 +1,4 @@
-//! The routing table: which ids are in flight, where their frames go, and id allocation.
+//! The session table: which ids are in flight, where their frames go, and id allocation.
 //!
 //! A session is *in flight* from the moment its id is handed out until its
 //! TERMINAL frame arrives (or the connection ends), whether or not anyone
@@ -16,7 +16,7 @@ use crate::error::{ClientError, Disconnect};
 /// Shared by the reader task and every session handle. The lock is never
 /// held across an `.await`.
 #[derive(Debug)]
-pub(crate) struct Router {
+pub(crate) struct SessionTable {
     state: Mutex<State>,
 }
 
@@ -43,9 +43,9 @@ struct Route {
     generation: u64,
 }
 
-impl Router {
-    pub(crate) fn new(ids: IdRange) -> Router {
-        Router {
+impl SessionTable {
+    pub(crate) fn new(ids: IdRange) -> SessionTable {
+        SessionTable {
             state: Mutex::new(State {
                 ids: Allocator::new(ids),
                 routes: HashMap::new(),
@@ -237,32 +237,32 @@ mod tests {
 
     #[test]
     fn a_terminal_frame_frees_the_id_and_a_stale_generation_cannot_release_it() {
-        let router = Router::new(IdRange::new(1, 1).unwrap());
-        let first = router.register(1, None).unwrap();
+        let sessions = SessionTable::new(IdRange::new(1, 1).unwrap());
+        let first = sessions.register(1, None).unwrap();
         assert!(matches!(
-            router.register(1, None),
+            sessions.register(1, None),
             Err(ClientError::IdsExhausted { in_flight: 1 })
         ));
-        assert!(router.route(1, Flags::NONE).is_some());
-        assert!(router.route(1, Flags::TERMINAL).is_some());
-        assert!(router.route(1, Flags::NONE).is_none());
-        assert!(!router.is_live(1, first.generation));
-        let second = router.register(1, None).unwrap();
+        assert!(sessions.route(1, Flags::NONE).is_some());
+        assert!(sessions.route(1, Flags::TERMINAL).is_some());
+        assert!(sessions.route(1, Flags::NONE).is_none());
+        assert!(!sessions.is_live(1, first.generation));
+        let second = sessions.register(1, None).unwrap();
         assert_eq!(second.id, 1);
-        router.release(1, first.generation);
-        assert!(router.is_live(1, second.generation));
+        sessions.release(1, first.generation);
+        assert!(sessions.is_live(1, second.generation));
     }
 
     #[test]
     fn past_the_session_limit_registration_fails_with_the_limit_until_one_ends() {
-        let router = Router::new(IdRange::new(1, 100).unwrap());
-        router.register(1, Some(2)).unwrap();
-        router.register(1, Some(2)).unwrap();
+        let sessions = SessionTable::new(IdRange::new(1, 100).unwrap());
+        sessions.register(1, Some(2)).unwrap();
+        sessions.register(1, Some(2)).unwrap();
         assert!(matches!(
-            router.register(1, Some(2)),
+            sessions.register(1, Some(2)),
             Err(ClientError::SessionLimit { limit: 2 })
         ));
-        assert!(router.route(1, Flags::TERMINAL).is_some());
-        assert!(router.register(1, Some(2)).is_ok());
+        assert!(sessions.route(1, Flags::TERMINAL).is_some());
+        assert!(sessions.register(1, Some(2)).is_ok());
     }
 }
