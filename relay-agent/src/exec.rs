@@ -252,8 +252,8 @@ async fn feed_stdin(stdin: Option<ChildStdin>, mut queue: InputReceiver) {
             debug!(%err, "stdin closed by the process");
             break;
         }
-        // Dropping the chunk frees its room in the queue (issue 10: and
-        // returns its credit to the relay).
+        // Dropping the chunk frees its room in the queue and, with flow
+        // control on, returns its credit to the relay.
     }
 }
 

@@ -13,11 +13,11 @@ use tracing::Instrument;
 
 use crate::client_reader::serve_client;
 use crate::outbox::{Outbox, charge};
-use crate::shared::{Attached, Note, Shared};
+use crate::state::{ClientEntry, Note, RelayState};
 
 /// Accepts clients until the relay stops. Never returns otherwise.
 pub(crate) async fn accept_loop(
-    shared: &Arc<Shared>,
+    shared: &Arc<RelayState>,
     listener: &tokio::net::UnixListener,
     clients: &mut JoinSet<()>,
 ) {
@@ -46,17 +46,17 @@ pub(crate) async fn accept_loop(
 }
 
 /// Lets a client in: takes a slot and queues its greeting.
-fn admit(shared: &Shared) -> Option<(ClientId, tracing::Span)> {
-    let mut hub = shared.hub();
-    let admission = match hub.router.connect(Instant::now()) {
+fn admit(shared: &RelayState) -> Option<(ClientId, tracing::Span)> {
+    let mut board = shared.board();
+    let admission = match board.router.connect(Instant::now()) {
         Ok(admission) => admission,
         Err(refusal) => {
-            hub.note(Note::Refused(refusal));
+            board.note(Note::Refused(refusal));
             return None;
         }
     };
     let client = admission.client;
-    let Some(ready) = hub.ready.clone() else {
+    let Some(ready) = board.ready.clone() else {
         unreachable!("clients are accepted only after core.ready");
     };
     let mut prefix = BytesMut::new();
@@ -66,11 +66,11 @@ fn admit(shared: &Shared) -> Option<(ClientId, tracing::Span)> {
     let greeting = [prefix.freeze(), ready.into_wire()];
     let charged = greeting
         .iter()
-        .all(|part| hub.router.queue_own(client, charge(part.len())));
+        .all(|part| board.router.queue_own(client, charge(part.len())));
     if !charged {
         tracing::error!("client queue budget is smaller than the greeting; refusing");
-        hub.router.disconnect(client);
-        shared.carry_out(&mut hub);
+        board.router.disconnect(client);
+        shared.carry_out(&mut board);
         return None;
     }
     for part in greeting {
@@ -84,7 +84,7 @@ fn admit(shared: &Shared) -> Option<(ClientId, tracing::Span)> {
         last_id = admission.ids.last(),
     );
     tracing::debug!(parent: &span, "client admitted");
-    hub.clients[slot as usize] = Some(Attached {
+    board.clients[slot as usize] = Some(ClientEntry {
         id: client,
         outbox,
         stop_reading: shared.stop.child_token(),

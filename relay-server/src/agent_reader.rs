@@ -10,7 +10,7 @@ use relay_router::{AgentVerdict, DropReason, ReadyOutcome};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::error::RelayError;
-use crate::shared::{Hub, Note, Shared};
+use crate::state::{Note, RelayState, Switchboard};
 use crate::stats::Counters;
 
 /// Bytes the agent reader takes per read.
@@ -111,7 +111,7 @@ fn assemble(
 
 /// Reads frames from the agent and routes them; never waits for a client.
 pub(crate) async fn run_agent_reader(
-    shared: Arc<Shared>,
+    shared: Arc<RelayState>,
     mut source: AgentSource,
 ) -> Result<(), RelayError> {
     let mut assembler = FrameAssembler::new(FrameCodec::new());
@@ -175,30 +175,30 @@ impl ForRelay {
     }
 }
 
-/// Routes a batch of agent frames under one lock of the hub.
-fn route(shared: &Shared, frames: &mut Vec<Frame>) {
+/// Routes a batch of agent frames under one lock of the board.
+fn route(shared: &RelayState, frames: &mut Vec<Frame>) {
     if frames.is_empty() {
         return;
     }
     let counters = &shared.counters;
     let now = Instant::now();
-    let mut hub = shared.hub();
-    let hub = &mut *hub;
+    let mut board = shared.board();
+    let board = &mut *board;
     for frame in frames.drain(..) {
         Counters::inc(&counters.agent_frames);
         Counters::add(&counters.agent_bytes, frame.wire_len() as u64);
-        if !hub.router.is_ready() {
+        if !board.router.is_ready() {
             match ForRelay::of(&frame) {
-                ForRelay::Ready(offer) => first_ready(shared, hub, offer, frame),
+                ForRelay::Ready(offer) => first_ready(shared, board, offer, frame),
                 _ => Counters::inc(&counters.pre_ready_discarded),
             }
             continue;
         }
         let header = frame.header();
         let len = frame.wire_len();
-        match hub.router.agent_frame(header, len, now) {
+        match board.router.agent_frame(header, len, now) {
             AgentVerdict::Deliver { client, credited } => {
-                let pushed = hub.attached(client).is_some_and(|attached| {
+                let pushed = board.attached(client).is_some_and(|attached| {
                     attached
                         .outbox
                         .push(frame.into_wire(), credited.then_some(header))
@@ -207,15 +207,16 @@ fn route(shared: &Shared, frames: &mut Vec<Frame>) {
                     // Its connection is going: the router learns of it
                     // when its task finishes; the charge goes back now.
                     Counters::inc(&counters.dropped_client_gone);
-                    hub.router
+                    board
+                        .router
                         .frames_left(client, crate::outbox::charge(len), &[]);
                 }
             }
             AgentVerdict::Control => match ForRelay::of(&frame) {
-                ForRelay::Ready(_) => ready_again(shared, hub, frame),
-                ForRelay::Credit(credit) if hub.router.flow_window().is_some() => {
+                ForRelay::Ready(_) => ready_again(shared, board, frame),
+                ForRelay::Credit(credit) if board.router.flow_window().is_some() => {
                     Counters::inc(&counters.credits_received);
-                    hub.router.agent_credit(credit.id, credit.bytes);
+                    board.router.agent_credit(credit.id, credit.bytes);
                 }
                 _ => Counters::inc(&counters.control_discarded),
             },
@@ -227,20 +228,20 @@ fn route(shared: &Shared, frames: &mut Vec<Frame>) {
             }
         }
     }
-    shared.carry_out(hub);
+    shared.carry_out(board);
 }
 
 /// The first `core.ready`: serve clients, once the acceptance of a flow
 /// offer is on its way to the agent ahead of every client frame.
-fn first_ready(shared: &Shared, hub: &mut Hub, offer: Option<u32>, frame: Frame) {
-    let ReadyOutcome::First { accept } = hub.router.agent_ready(offer) else {
+fn first_ready(shared: &RelayState, board: &mut Switchboard, offer: Option<u32>, frame: Frame) {
+    let ReadyOutcome::First { accept } = board.router.agent_ready(offer) else {
         unreachable!("the router was not ready");
     };
     tracing::info!(offered = ?offer, accepted = ?accept, "agent ready");
-    hub.ready = Some(frame);
+    board.ready = Some(frame);
     match accept {
         // The agent writer writes the acceptance, then opens the doors.
-        Some(window) => hub.accept = Some(window),
+        Some(window) => board.accept = Some(window),
         None => {
             shared.ready_tx.send_replace(true);
         }
@@ -250,14 +251,14 @@ fn first_ready(shared: &Shared, hub: &mut Hub, offer: Option<u32>, frame: Frame)
 /// A `core.ready` after the first: a restarted agent, or a confused one.
 /// The router ends every session and cuts their clients off; the new frame
 /// is cached for clients that connect from now on.
-fn ready_again(shared: &Shared, hub: &mut Hub, frame: Frame) {
-    hub.router.agent_ready(None);
-    hub.ready = Some(frame);
-    if hub.accept.take().is_some() {
+fn ready_again(shared: &RelayState, board: &mut Switchboard, frame: Frame) {
+    board.router.agent_ready(None);
+    board.ready = Some(frame);
+    if board.accept.take().is_some() {
         // Restarted before the acceptance went out: there is no flow
         // control to accept any more.
         shared.ready_tx.send_replace(true);
     }
     Counters::inc(&shared.counters.ready_replaced);
-    hub.note(Note::ReadyAgain);
+    board.note(Note::ReadyAgain);
 }

@@ -28,7 +28,7 @@ use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::RelayError;
-use crate::shared::Shared;
+use crate::state::RelayState;
 use crate::stats::Counters;
 use crate::vectored::write_all_vectored;
 
@@ -228,7 +228,7 @@ impl Lanes {
 /// whole; returns the emptied batch. Not to be cancelled: a frame may be
 /// half written. The relay's flush deadline (hard stop) ends the wait.
 pub(crate) async fn submit(
-    shared: &Shared,
+    shared: &RelayState,
     client: ClientId,
     mut frames: Vec<Frame>,
 ) -> Result<Vec<Frame>, WriterGone> {
@@ -256,14 +256,14 @@ pub(crate) async fn submit(
     written.await.map_err(|_| WriterGone)
 }
 
-fn count<T: AsRef<[u8]>>(shared: &Shared, frames: &[T]) {
+fn count<T: AsRef<[u8]>>(shared: &RelayState, frames: &[T]) {
     let bytes: usize = frames.iter().map(|f| f.as_ref().len()).sum();
     Counters::add(&shared.counters.client_frames, frames.len() as u64);
     Counters::add(&shared.counters.client_bytes, bytes as u64);
 }
 
 /// A write failed: the relay cannot go on without its agent.
-fn failed(shared: &Shared, error: Option<io::Error>) {
+fn failed(shared: &RelayState, error: Option<io::Error>) {
     if let Some(error) = error {
         shared.fail(if error.kind() == io::ErrorKind::BrokenPipe {
             RelayError::AgentClosed
@@ -275,7 +275,7 @@ fn failed(shared: &Shared, error: Option<io::Error>) {
 
 /// Writes to the agent until `finish` (after the clients are done) or a
 /// failure; then ends the agent's stream.
-pub(crate) async fn run_agent_writer(shared: Arc<Shared>, finish: CancellationToken) {
+pub(crate) async fn run_agent_writer(shared: Arc<RelayState>, finish: CancellationToken) {
     let result = write_loop(&shared, &finish).await;
     shared.lanes.close();
     match result {
@@ -292,7 +292,10 @@ pub(crate) async fn run_agent_writer(shared: Arc<Shared>, finish: CancellationTo
 }
 
 /// `Err(None)`: abandoned at the flush deadline.
-async fn write_loop(shared: &Shared, finish: &CancellationToken) -> Result<(), Option<io::Error>> {
+async fn write_loop(
+    shared: &RelayState,
+    finish: &CancellationToken,
+) -> Result<(), Option<io::Error>> {
     let lanes = &shared.lanes;
     loop {
         if pass(shared).await? {
@@ -311,7 +314,7 @@ async fn write_loop(shared: &Shared, finish: &CancellationToken) -> Result<(), O
 
 /// One pass of the scheduler: the control lane if anything is due, then
 /// one client's turn. Returns whether it wrote anything.
-async fn pass(shared: &Shared) -> Result<bool, Option<io::Error>> {
+async fn pass(shared: &RelayState) -> Result<bool, Option<io::Error>> {
     let lanes = &shared.lanes;
     let mut stream = tokio::select! {
         stream = lanes.stream.lock() => stream,
@@ -335,12 +338,12 @@ async fn pass(shared: &Shared) -> Result<bool, Option<io::Error>> {
 
 /// Writes what the relay itself owes the agent. Returns whether there was any.
 async fn write_control(
-    shared: &Shared,
+    shared: &RelayState,
     stream: &mut AgentStream,
 ) -> Result<bool, Option<io::Error>> {
     let (batch, accept) = {
-        let mut hub = shared.hub();
-        (hub.router.take_control(), hub.accept.take())
+        let mut board = shared.board();
+        (board.router.take_control(), board.accept.take())
     };
     if batch.is_empty() && accept.is_none() {
         return Ok(false);
@@ -358,8 +361,8 @@ async fn write_control(
     let credits = frames.len() - batch.kills.len() - usize::from(accept.is_some());
     write(shared, stream, &frames).await?;
     if !batch.kills.is_empty() {
-        let mut hub = shared.hub();
-        hub.router.kills_written(&batch.kills, Instant::now());
+        let mut board = shared.board();
+        board.router.kills_written(&batch.kills, Instant::now());
     }
     Counters::add(&shared.counters.kills_sent, batch.kills.len() as u64);
     Counters::add(&shared.counters.credits_sent, credits as u64);
@@ -371,7 +374,7 @@ async fn write_control(
 }
 
 async fn write<T: AsRef<[u8]>>(
-    shared: &Shared,
+    shared: &RelayState,
     stream: &mut AgentStream,
     frames: &[T],
 ) -> Result<(), Option<io::Error>> {

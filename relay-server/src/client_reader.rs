@@ -23,7 +23,7 @@ use crate::client_writer::{WriterParts, run_client_writer};
 use crate::error::ClientFault;
 use crate::outbox::{Close, charge};
 use crate::ratelog::limited;
-use crate::shared::{Hub, Note, Shared};
+use crate::state::{Note, RelayState, Switchboard};
 use crate::stats::Counters;
 
 /// Bytes a client reader asks for per read.
@@ -42,10 +42,10 @@ enum ReaderEnd {
 }
 
 /// Serves one admitted client until it goes, then tells the router.
-pub(crate) async fn serve_client(shared: Arc<Shared>, stream: UnixStream, client: ClientId) {
+pub(crate) async fn serve_client(shared: Arc<RelayState>, stream: UnixStream, client: ClientId) {
     let Some((parts, credit)) = ({
-        let hub = shared.hub();
-        hub.attached(client).map(|a| {
+        let board = shared.board();
+        board.attached(client).map(|a| {
             let parts = WriterParts {
                 client,
                 outbox: a.outbox.clone(),
@@ -95,16 +95,16 @@ pub(crate) async fn serve_client(shared: Arc<Shared>, stream: UnixStream, client
     {
         // Nothing of the client's may reach the agent after its kills.
         shared.lanes.withdraw(client);
-        let mut hub = shared.hub();
-        let killed = hub.router.disconnect(client);
+        let mut board = shared.board();
+        let killed = board.router.disconnect(client);
         let dropped = outbox.close(mode);
         Counters::add(&shared.counters.dropped_client_gone, dropped as u64);
-        let slot = &mut hub.clients[client.slot() as usize];
+        let slot = &mut board.clients[client.slot() as usize];
         if slot.as_ref().is_some_and(|a| a.id == client) {
             *slot = None;
         }
-        shared.carry_out(&mut hub);
-        drop(hub);
+        shared.carry_out(&mut board);
+        drop(board);
         if killed > 0 {
             limited!(
                 info,
@@ -120,7 +120,7 @@ pub(crate) async fn serve_client(shared: Arc<Shared>, stream: UnixStream, client
 
 /// Reads a client's frames and forwards them to the agent.
 struct ClientReader<'a> {
-    shared: &'a Shared,
+    shared: &'a RelayState,
     client: ClientId,
     stop: &'a CancellationToken,
     /// Woken when a frame held for credit may go.
@@ -220,19 +220,19 @@ impl ClientReader<'_> {
     }
 
     /// Moves the frames the router accepts from the front of `frames` into
-    /// `batch`, under one lock of the hub, and says what stopped it.
+    /// `batch`, under one lock of the board, and says what stopped it.
     fn admit(&self, frames: &mut VecDeque<Frame>, batch: &mut Vec<Frame>) -> Stop {
-        let mut hub = self.shared.hub();
-        let hub = &mut *hub;
+        let mut board = self.shared.board();
+        let board = &mut *board;
         let mut stop = Stop::Drained;
         while let Some(frame) = frames.front() {
-            match hub
+            match board
                 .router
                 .client_frame(self.client, frame.header(), frame.wire_len())
             {
                 ClientVerdict::Forward { shutdown } => {
                     if shutdown {
-                        hub.note(Note::ShutdownRequested);
+                        board.note(Note::ShutdownRequested);
                         self.shared.drain_tx.send_modify(|n| *n += 1);
                     }
                     batch.extend(frames.pop_front());
@@ -246,7 +246,7 @@ impl ClientReader<'_> {
                         break;
                     };
                     if let Some(reply) = refusal(&request, reason) {
-                        self.answer(hub, reply);
+                        self.answer(board, reply);
                         continue;
                     }
                     // A request of a type we cannot answer in the agent's
@@ -268,17 +268,20 @@ impl ClientReader<'_> {
                 }
             }
         }
-        self.shared.carry_out(hub);
+        self.shared.carry_out(board);
         stop
     }
 
     /// Queues the relay's own answer for this client, as if from the agent.
-    fn answer(&self, hub: &mut Hub, reply: Vec<Frame>) {
-        let Some(outbox) = hub.attached(self.client).map(|a| Arc::clone(&a.outbox)) else {
+    fn answer(&self, board: &mut Switchboard, reply: Vec<Frame>) {
+        let Some(outbox) = board.attached(self.client).map(|a| Arc::clone(&a.outbox)) else {
             return;
         };
         for frame in reply {
-            if !hub.router.queue_own(self.client, charge(frame.wire_len())) {
+            if !board
+                .router
+                .queue_own(self.client, charge(frame.wire_len()))
+            {
                 return;
             }
             outbox.push(frame.into_wire(), None);

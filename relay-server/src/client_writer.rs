@@ -12,7 +12,7 @@ use tokio::net::unix::OwnedWriteHalf;
 use tokio_util::sync::CancellationToken;
 
 use crate::outbox::{Credited, Outbox, Take};
-use crate::shared::Shared;
+use crate::state::RelayState;
 use crate::stats::Counters;
 use crate::vectored::{Cursor, MAX_SLICES};
 
@@ -27,7 +27,7 @@ pub(crate) struct WriterParts {
 }
 
 pub(crate) async fn run_client_writer(
-    shared: Arc<Shared>,
+    shared: Arc<RelayState>,
     mut wr: OwnedWriteHalf,
     parts: WriterParts,
 ) {
@@ -68,13 +68,13 @@ pub(crate) async fn run_client_writer(
         {
             // Written or abandoned, these frames have left the relay; only
             // written ones earn the agent credit.
-            let mut hub = shared.hub();
+            let mut board = shared.board();
             let credited = if written { &credits[..] } else { &[] };
-            hub.router.frames_left(client, charged, credited);
+            board.router.frames_left(client, charged, credited);
             if let Err(WriteEnd::Stalled) = result {
-                hub.router.cut_off(client, CutReason::Stalled);
+                board.router.cut_off(client, CutReason::Stalled);
             }
-            shared.carry_out(&mut hub);
+            shared.carry_out(&mut board);
         }
         credits.clear();
         match result {

@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
 
-use crate::shared::Shared;
+use crate::state::RelayState;
 
 /// Answers each connection on the control socket with one JSON line of stats.
-pub(crate) async fn control_loop(shared: Arc<Shared>, listener: tokio::net::UnixListener) {
+pub(crate) async fn control_loop(shared: Arc<RelayState>, listener: tokio::net::UnixListener) {
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;

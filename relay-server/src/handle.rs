@@ -15,9 +15,9 @@ use crate::agent_writer::{AgentStream, run_agent_writer};
 use crate::config::RelayConfig;
 use crate::control::control_loop;
 use crate::error::RelayError;
-pub use crate::shared::RingProbe;
-use crate::shared::Shared;
 use crate::socket;
+use crate::state::RelayState;
+pub use crate::state::RingProbe;
 use crate::stats::{RingOccupancy, StatsSnapshot};
 use crate::supervisor::{Tasks, supervise};
 
@@ -118,7 +118,7 @@ impl Relay {
         });
         let span = tracing::info_span!("relay", socket = %config.socket_path.display());
         let (shared, ready_rx, drain_rx) =
-            Shared::new(config, router, agent_writer, turn_bytes, ring);
+            RelayState::new(config, router, agent_writer, turn_bytes, ring);
         let shared = Arc::new(shared);
         tracing::info!(parent: &span, "relay bound; waiting for core.ready");
         let agent = tokio::spawn(run_agent_reader(shared.clone(), source).instrument(span.clone()));
@@ -154,7 +154,7 @@ impl Relay {
 /// The owner's side of a running relay.
 #[derive(Debug)]
 pub struct RelayHandle {
-    shared: Arc<Shared>,
+    shared: Arc<RelayState>,
     task: JoinHandle<Result<RelayExit, RelayError>>,
     ready: watch::Receiver<bool>,
     drain: watch::Receiver<u64>,
@@ -236,7 +236,7 @@ impl ShutdownHandle {
 /// Reads a relay's statistics; stays usable after the relay has ended.
 #[derive(Debug, Clone)]
 pub struct StatsHandle {
-    shared: Arc<Shared>,
+    shared: Arc<RelayState>,
 }
 
 impl StatsHandle {

@@ -14,7 +14,7 @@
 //!
 //! One file per task: `accept`, `client_reader`, `client_writer`,
 //! `agent_reader`, `agent_writer`, `supervisor`, `control`; `handle` is
-//! the owner's side and `shared` the state they share.
+//! the owner's side and `state` the state they share.
 //!
 //! # Guarantees
 //!
@@ -62,8 +62,8 @@ mod error;
 mod handle;
 mod outbox;
 mod ratelog;
-mod shared;
 mod socket;
+mod state;
 mod stats;
 mod supervisor;
 mod vectored;

@@ -42,9 +42,9 @@ impl Counters {
     }
 }
 
-/// What the stats read from the hub, under its lock.
+/// What the stats read from the board, under its lock.
 #[derive(Debug)]
-pub(crate) struct HubView {
+pub(crate) struct BoardView {
     pub(crate) router: RouterCounters,
     pub(crate) connected: u32,
     pub(crate) quarantined: u32,
@@ -171,10 +171,10 @@ pub struct DropCounts {
 impl StatsSnapshot {
     pub(crate) fn build(
         counters: &Counters,
-        hub: HubView,
+        board: BoardView,
         ring: Option<RingOccupancy>,
     ) -> StatsSnapshot {
-        let HubView {
+        let BoardView {
             router,
             connected,
             quarantined,
@@ -182,7 +182,7 @@ impl StatsSnapshot {
             sessions_tombstoned,
             queued_bytes,
             flow,
-        } = hub;
+        } = board;
         let get = |c: &AtomicU64| c.load(Relaxed);
         StatsSnapshot {
             clients_connected: connected,

@@ -12,13 +12,13 @@ use crate::accept::accept_loop;
 use crate::error::RelayError;
 use crate::handle::RelayExit;
 use crate::outbox::Close;
-use crate::shared::Shared;
 use crate::socket::SocketFile;
+use crate::state::RelayState;
 use crate::stats::Counters;
 
 /// What the supervisor runs and stops.
 pub(crate) struct Tasks {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) shared: Arc<RelayState>,
     pub(crate) listener: tokio::net::UnixListener,
     pub(crate) socket_file: SocketFile,
     pub(crate) agent: JoinHandle<Result<(), RelayError>>,
@@ -75,8 +75,8 @@ pub(crate) async fn supervise(tasks: Tasks) -> Result<RelayExit, RelayError> {
 
     // Readers stop; writers flush what is queued, then close their sockets.
     {
-        let hub = shared.hub();
-        for attached in hub.clients.iter().flatten() {
+        let board = shared.board();
+        for attached in board.clients.iter().flatten() {
             let _ = attached.outbox.close(Close::Flush);
         }
     }
@@ -92,8 +92,8 @@ pub(crate) async fn supervise(tasks: Tasks) -> Result<RelayExit, RelayError> {
         );
         shared.hard_stop.cancel();
         {
-            let hub = shared.hub();
-            for attached in hub.clients.iter().flatten() {
+            let board = shared.board();
+            for attached in board.clients.iter().flatten() {
                 let dropped = attached.outbox.close(Close::Abort);
                 Counters::add(&shared.counters.dropped_client_gone, dropped as u64);
                 attached.abort_writing.cancel();

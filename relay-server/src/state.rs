@@ -1,4 +1,4 @@
-//! What every task of a relay shares: the hub (the router and the client
+//! What every task of a relay shares: the switchboard (the router and the client
 //! table under one lock), the agent lanes, counters and stop tokens; and
 //! carrying out the router's actions.
 
@@ -16,15 +16,15 @@ use crate::config::RelayConfig;
 use crate::error::{ClientFault, RelayError};
 use crate::outbox::{Close, Outbox};
 use crate::ratelog::limited;
-use crate::stats::{Counters, HubView, RingOccupancy, StatsSnapshot};
+use crate::stats::{BoardView, Counters, RingOccupancy, StatsSnapshot};
 
 /// Reports ring occupancy for the stats snapshot.
 pub type RingProbe = Box<dyn Fn() -> RingOccupancy + Send + Sync>;
 
 /// What every task of a relay shares.
-pub(crate) struct Shared {
+pub(crate) struct RelayState {
     pub(crate) config: RelayConfig,
-    hub: Mutex<Hub>,
+    board: Mutex<Switchboard>,
     pub(crate) counters: Counters,
     pub(crate) lanes: Lanes,
     /// Stop accepting and reading (graceful shutdown or a fatal error).
@@ -38,19 +38,19 @@ pub(crate) struct Shared {
     ring: Option<RingProbe>,
 }
 
-impl std::fmt::Debug for Shared {
+impl std::fmt::Debug for RelayState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared")
+        f.debug_struct("RelayState")
             .field("socket", &self.config.socket_path)
             .finish_non_exhaustive()
     }
 }
 
 /// State that must change together: the router and the client table.
-pub(crate) struct Hub {
+pub(crate) struct Switchboard {
     pub(crate) router: Router,
     /// Indexed by slot.
-    pub(crate) clients: Vec<Option<Attached>>,
+    pub(crate) clients: Vec<Option<ClientEntry>>,
     /// The latest `core.ready` frame, exactly as the agent sent it.
     pub(crate) ready: Option<Frame>,
     /// The window to accept, until the agent writer has written it.
@@ -59,8 +59,8 @@ pub(crate) struct Hub {
     notes: Vec<Note>,
 }
 
-/// A connected client as the hub sees it.
-pub(crate) struct Attached {
+/// A connected client as the board sees it.
+pub(crate) struct ClientEntry {
     pub(crate) id: ClientId,
     pub(crate) outbox: Arc<Outbox>,
     /// Stops the client's reader.
@@ -73,9 +73,9 @@ pub(crate) struct Attached {
     pub(crate) fault: Option<ClientFault>,
 }
 
-impl Hub {
+impl Switchboard {
     /// The client's entry, if it is still the one attached to its slot.
-    pub(crate) fn attached(&self, client: ClientId) -> Option<&Attached> {
+    pub(crate) fn attached(&self, client: ClientId) -> Option<&ClientEntry> {
         self.clients[client.slot() as usize]
             .as_ref()
             .filter(|a| a.id == client)
@@ -87,7 +87,7 @@ impl Hub {
     }
 }
 
-/// Something worth a log line that happened under the hub's lock.
+/// Something worth a log line that happened under the board's lock.
 #[derive(Debug)]
 pub(crate) enum Note {
     CutOff {
@@ -118,31 +118,31 @@ impl Note {
     }
 }
 
-/// The hub, locked. Log lines noted meanwhile are written after the lock
+/// The board, locked. Log lines noted meanwhile are written after the lock
 /// is released, so a peer that makes the relay log never makes every other
 /// path wait on stderr.
-pub(crate) struct HubGuard<'a> {
-    guard: Option<MutexGuard<'a, Hub>>,
+pub(crate) struct BoardGuard<'a> {
+    guard: Option<MutexGuard<'a, Switchboard>>,
 }
 
-impl std::ops::Deref for HubGuard<'_> {
-    type Target = Hub;
-    fn deref(&self) -> &Hub {
+impl std::ops::Deref for BoardGuard<'_> {
+    type Target = Switchboard;
+    fn deref(&self) -> &Switchboard {
         self.guard
             .as_ref()
             .unwrap_or_else(|| unreachable!("held until drop"))
     }
 }
 
-impl std::ops::DerefMut for HubGuard<'_> {
-    fn deref_mut(&mut self) -> &mut Hub {
+impl std::ops::DerefMut for BoardGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Switchboard {
         self.guard
             .as_mut()
             .unwrap_or_else(|| unreachable!("held until drop"))
     }
 }
 
-impl Drop for HubGuard<'_> {
+impl Drop for BoardGuard<'_> {
     fn drop(&mut self) {
         let Some(mut guard) = self.guard.take() else {
             return;
@@ -155,19 +155,19 @@ impl Drop for HubGuard<'_> {
     }
 }
 
-impl Shared {
+impl RelayState {
     pub(crate) fn new(
         config: RelayConfig,
         router: Router,
         agent: AgentStream,
         turn_bytes: usize,
         ring: Option<RingProbe>,
-    ) -> (Shared, watch::Receiver<bool>, watch::Receiver<u64>) {
+    ) -> (RelayState, watch::Receiver<bool>, watch::Receiver<u64>) {
         let slots = router.config().layout.slots() as usize;
         let (ready_tx, ready_rx) = watch::channel(false);
         let (drain_tx, drain_rx) = watch::channel(0);
-        let shared = Shared {
-            hub: Mutex::new(Hub {
+        let shared = RelayState {
+            board: Mutex::new(Switchboard {
                 router,
                 clients: (0..slots).map(|_| None).collect(),
                 ready: None,
@@ -188,12 +188,12 @@ impl Shared {
         (shared, ready_rx, drain_rx)
     }
 
-    pub(crate) fn hub(&self) -> HubGuard<'_> {
-        // Hub updates are written to keep it consistent at every step, so a
+    pub(crate) fn board(&self) -> BoardGuard<'_> {
+        // Switchboard updates are written to keep it consistent at every step, so a
         // panic elsewhere does not make it unusable.
-        HubGuard {
+        BoardGuard {
             guard: Some(
-                self.hub
+                self.board
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner()),
             ),
@@ -202,17 +202,17 @@ impl Shared {
 
     pub(crate) fn stats(&self) -> StatsSnapshot {
         let view = {
-            let mut hub = self.hub();
-            hub.router.tick(Instant::now());
-            HubView {
-                router: hub.router.counters(),
-                connected: hub.router.clients_connected(),
-                quarantined: hub.router.slots_quarantined(),
-                sessions_open: hub.router.sessions_open(),
-                sessions_tombstoned: hub.router.sessions_tombstoned(),
-                queued_bytes: hub.router.queued_bytes(),
-                flow: hub.router.flow_window().map(|window| {
-                    let open = hub.router.sessions_open() - hub.router.sessions_tombstoned();
+            let mut board = self.board();
+            board.router.tick(Instant::now());
+            BoardView {
+                router: board.router.counters(),
+                connected: board.router.clients_connected(),
+                quarantined: board.router.slots_quarantined(),
+                sessions_open: board.router.sessions_open(),
+                sessions_tombstoned: board.router.sessions_tombstoned(),
+                queued_bytes: board.router.queued_bytes(),
+                flow: board.router.flow_window().map(|window| {
+                    let open = board.router.sessions_open() - board.router.sessions_tombstoned();
                     (window, open)
                 }),
             }
@@ -244,11 +244,11 @@ impl Shared {
 
     /// Carries out what the router decided since the last call: cut-offs
     /// and wakes; and wakes the agent writer if control frames are due.
-    pub(crate) fn carry_out(&self, hub: &mut Hub) {
-        while let Some(action) = hub.router.poll_action() {
+    pub(crate) fn carry_out(&self, board: &mut Switchboard) {
+        while let Some(action) = board.router.poll_action() {
             match action {
                 Action::Wake(client) => {
-                    if let Some(attached) = hub.attached(client) {
+                    if let Some(attached) = board.attached(client) {
                         attached.credit.notify_one();
                     }
                 }
@@ -263,18 +263,18 @@ impl Shared {
                             ClientFault::AgentRestarted { sessions }
                         }
                     };
-                    self.cut_off(hub, client, fault);
+                    self.cut_off(board, client, fault);
                 }
             }
         }
-        if hub.router.has_control() || hub.accept.is_some() {
+        if board.router.has_control() || board.accept.is_some() {
             self.lanes.control_due();
         }
     }
 
     /// Stops serving a client the router cut off. Never waits.
-    fn cut_off(&self, hub: &mut Hub, client: ClientId, fault: ClientFault) {
-        let Some(attached) = hub.clients[client.slot() as usize]
+    fn cut_off(&self, board: &mut Switchboard, client: ClientId, fault: ClientFault) {
+        let Some(attached) = board.clients[client.slot() as usize]
             .as_mut()
             .filter(|a| a.id == client && a.fault.is_none())
         else {
@@ -304,7 +304,7 @@ impl Shared {
         attached.fault = Some(fault);
         attached.stop_reading.cancel();
         attached.abort_writing.cancel();
-        hub.note(Note::CutOff {
+        board.note(Note::CutOff {
             slot: client.slot(),
             fault,
             dropped,
