@@ -84,6 +84,7 @@
 mod device;
 mod event;
 mod pipe;
+mod raw;
 #[cfg(not(loom))]
 mod relay;
 pub mod ring;

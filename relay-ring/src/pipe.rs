@@ -8,7 +8,7 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use crate::ring::{RawRing, RingOwner, Rx, Tx};
+use crate::raw::{RawRing, RingOwner, Rx, Tx};
 use crate::signal::{Signal, Waiter};
 use crate::stats::RingStats;
 use crate::sync::{Arc, CachePadded};

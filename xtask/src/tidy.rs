@@ -1,6 +1,8 @@
 //! Tidy tests: repository rules that no compiler checks, read from each
-//! member crate's `Cargo.toml` (every crate uses the workspace lints, every
-//! library opens with a crate doc, internal dependencies point one way).
+//! member crate's `Cargo.toml` and sources (every crate uses the workspace
+//! lints, every library opens with a crate doc, internal dependencies point
+//! one way, the relay path's crates use only the external crates chosen for
+//! them, and no file on the relay path grows past [`RELAY_PATH_MAX_LINES`]).
 //!
 //! Crates named in [`LAYERS`] that do not exist yet are skipped; a member
 //! that is not in [`LAYERS`] fails until someone decides where it belongs.
@@ -47,6 +49,72 @@ const LAYERS: &[(&str, Allowed)] = &[
     ("relay-vm", Allowed::Only(&["relay-agent", "relay-client"])),
     ("xtask", Allowed::Only(&[])),
 ];
+
+/// The external crates each crate on the relay path (and the two peers
+/// that speak to it) may depend on, build and target tables included. A
+/// crate not named here may use any. The point is what stays out: no
+/// tokio in the codec or the router, no allocator or runtime in the ring.
+const EXTERNAL: &[(&str, &[&str])] = &[
+    (
+        "relay-codec",
+        &[
+            "bytes",
+            "ciborium",
+            "serde",
+            "serde_bytes",
+            "thiserror",
+            "tokio-util",
+        ],
+    ),
+    ("relay-ring", &["libc", "loom", "thiserror", "tokio"]),
+    ("relay-router", &["thiserror"]),
+    (
+        "relay-server",
+        &[
+            "bytes",
+            "libc",
+            "serde",
+            "serde_json",
+            "thiserror",
+            "tokio",
+            "tokio-util",
+            "tracing",
+        ],
+    ),
+    (
+        "relay-agent",
+        &[
+            "bytes",
+            "clap",
+            "futures-util",
+            "portable-pty",
+            "rustix",
+            "thiserror",
+            "tokio",
+            "tokio-util",
+            "tracing",
+            "tracing-subscriber",
+        ],
+    ),
+    (
+        "relay-client",
+        &[
+            "bytes",
+            "futures-util",
+            "thiserror",
+            "tokio",
+            "tokio-util",
+            "tracing",
+        ],
+    ),
+];
+
+/// The crates whose code every relayed byte runs through.
+const RELAY_PATH: &[&str] = &["relay-codec", "relay-ring", "relay-router", "relay-server"];
+
+/// Most lines of code (before a file's `#[cfg(test)]` part) in one source
+/// file of the relay path: one job per file.
+const RELAY_PATH_MAX_LINES: usize = 500;
 
 /// A `Cargo.toml` read just far enough for these rules: each table's
 /// header and its `key = value` lines, values kept as raw text.
@@ -302,6 +370,104 @@ fn internal_dependencies_follow_the_layering() {
         problems.extend(forbidden_edges(&name, &manifest.dependencies(), &internal));
     }
     fail_on(problems);
+}
+
+/// External dependencies of `package` that [`EXTERNAL`] does not allow.
+fn unexpected_externals(package: &str, deps: &[String], internal: &[String]) -> Vec<String> {
+    let Some((_, allowed)) = EXTERNAL.iter().find(|(name, _)| *name == package) else {
+        return Vec::new();
+    };
+    deps.iter()
+        .filter(|dep| !internal.contains(dep) && !allowed.contains(&dep.as_str()))
+        .map(|dep| format!("{package} depends on {dep}, which it is not meant to use"))
+        .collect()
+}
+
+/// Lines of a source file before its test module.
+fn code_lines(source: &str) -> usize {
+    source
+        .lines()
+        .take_while(|line| !line.starts_with("#[cfg(test)]"))
+        .count()
+}
+
+/// Every `.rs` file under `dir`, recursively.
+fn sources(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(sources(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            found.push(path);
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn relay_path_crates_use_only_their_chosen_external_crates() {
+    let members = members(&workspace_root());
+    let internal: Vec<String> = members
+        .iter()
+        .filter_map(|(_, m)| m.package_name())
+        .collect();
+    let mut problems = Vec::new();
+    for (_, manifest) in &members {
+        if let Some(name) = manifest.package_name() {
+            problems.extend(unexpected_externals(
+                &name,
+                &manifest.dependencies(),
+                &internal,
+            ));
+        }
+    }
+    fail_on(problems);
+}
+
+#[test]
+fn no_source_file_on_the_relay_path_holds_more_than_one_jobs_worth_of_code() {
+    let root = workspace_root();
+    let mut problems = Vec::new();
+    for krate in RELAY_PATH {
+        for path in sources(&root.join(krate).join("src")) {
+            let relative = path.strip_prefix(&root).unwrap_or(&path);
+            // Test-only code: the router's reference model and unit-test files.
+            let test_only = relative.components().any(|c| c.as_os_str() == "model")
+                || path.file_name().is_some_and(|n| n == "tests.rs");
+            if test_only {
+                continue;
+            }
+            let lines = fs::read_to_string(&path).map_or(0, |s| code_lines(&s));
+            if lines > RELAY_PATH_MAX_LINES {
+                problems.push(format!(
+                    "{} has {lines} lines of code (at most {RELAY_PATH_MAX_LINES})",
+                    relative.display()
+                ));
+            }
+        }
+    }
+    fail_on(problems);
+}
+
+#[test]
+fn a_crate_reaching_for_an_unchosen_external_crate_is_reported() {
+    let internal = vec!["relay-codec".to_owned()];
+    let deps = vec![
+        "relay-codec".to_owned(),
+        "thiserror".to_owned(),
+        "tokio".to_owned(),
+    ];
+    assert_eq!(
+        unexpected_externals("relay-router", &deps, &internal),
+        vec!["relay-router depends on tokio, which it is not meant to use"]
+    );
+    assert!(unexpected_externals("relay-cli", &deps, &internal).is_empty());
+    assert_eq!(code_lines("a\nb\n#[cfg(test)]\nmod tests {}\n"), 2);
 }
 
 #[test]
