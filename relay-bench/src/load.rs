@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use relay_codec::Handshake;
+use relay_codec::{FrameScanner, Handshake, Scanned};
 
-use crate::wire::{self, Item, Scanner};
+use crate::protocol::{self, malformed};
 
 /// Bytes a client reads at a time.
 const CLIENT_READ: usize = 256 * 1024;
@@ -26,7 +26,7 @@ pub(crate) struct Conn {
     /// as the relay credits only sessions. Off by default: a session left
     /// open keeps its slot in quarantine after the client goes.
     pub(crate) sessions: bool,
-    scanner: Scanner,
+    scanner: FrameScanner,
 }
 
 /// Whether an error is a read timeout.
@@ -50,7 +50,7 @@ impl Conn {
                 let ids = handshake
                     .client_ids()
                     .ok_or_else(|| io::Error::other("greeting without ids"))?;
-                let mut scanner = Scanner::new(CLIENT_READ);
+                let mut scanner = protocol::scanner(CLIENT_READ);
                 scanner.seed(&buf[used..]);
                 stream.set_read_timeout(None)?;
                 return Ok(Conn {
@@ -71,9 +71,9 @@ impl Conn {
     /// The request for a stream of `total` bytes in `frame_len`-byte frames
     /// toward this client's first id (opening a session if `sessions`).
     pub(crate) fn source_request(&self, total: u64, frame_len: usize) -> Vec<u8> {
-        let request = wire::source_request(self.id, total, frame_len as u32);
+        let request = protocol::source_request(self.id, total, frame_len as u32);
         if self.sessions {
-            wire::opening_session(request)
+            protocol::opening_session(request)
         } else {
             request
         }
@@ -84,7 +84,7 @@ impl Conn {
     pub(crate) fn wait_for(&mut self, tag: u8) -> io::Result<u64> {
         let mut bytes = 0u64;
         loop {
-            let (n, found) = self.take_frames(tag);
+            let (n, found) = self.take_frames(Some(tag))?;
             bytes += n;
             if found {
                 return Ok(bytes);
@@ -95,22 +95,19 @@ impl Conn {
         }
     }
 
-    /// Takes the frames already read, up to one whole frame tagged `tag`:
-    /// `(their wire bytes, whether that frame came)`.
-    fn take_frames(&mut self, tag: u8) -> (u64, bool) {
+    /// Takes the frames already read, up to one whole frame tagged `until`
+    /// (all of them if `None`): `(their wire bytes, whether that frame came)`.
+    fn take_frames(&mut self, until: Option<u8>) -> io::Result<(u64, bool)> {
         let mut bytes = 0;
-        while let Some(item) = self.scanner.next_item() {
-            match item {
-                Item::Whole(header, _) => {
-                    bytes += header.wire_len as u64;
-                    if header.tag == tag {
-                        return (bytes, true);
-                    }
-                }
-                Item::Large(header) => bytes += header.wire_len as u64,
+        while let Some(found) = self.scanner.next_frame().map_err(malformed)? {
+            bytes += found.wire_len() as u64;
+            if matches!(found, Scanned::Whole { .. })
+                && until.is_some_and(|tag| found.first_body_byte() == Some(tag))
+            {
+                return Ok((bytes, true));
             }
         }
-        (bytes, false)
+        Ok((bytes, false))
     }
 
     /// Reads what is there (up to a buffer), counting frame bytes; for a
@@ -119,7 +116,7 @@ impl Conn {
         if self.scanner.fill(&mut self.stream)? == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        Ok(self.take_frames(0xff).0)
+        Ok(self.take_frames(None)?.0)
     }
 }
 
@@ -163,13 +160,13 @@ pub(crate) fn ping(
     count: usize,
     timeout: Duration,
 ) -> io::Result<Pings> {
-    let frame = wire::frame(conn.id, wire::ECHO, 64);
+    let frame = protocol::frame(conn.id, protocol::ECHO, 64);
     conn.stream.set_read_timeout(Some(timeout))?;
     let mut micros = Vec::with_capacity(count);
     for i in 0..warmup + count {
         let start = Instant::now();
         conn.stream.write_all(&frame)?;
-        match conn.wait_for(wire::ECHO) {
+        match conn.wait_for(protocol::ECHO) {
             Ok(_) => {}
             Err(error) if is_timeout(&error) => break,
             Err(error) => return Err(error),
@@ -190,15 +187,15 @@ pub(crate) fn ping(
 /// waits until the agent has read them all (an echo sent behind them
 /// returns). Returns the elapsed time.
 pub(crate) fn bulk_up(conn: &mut Conn, total: u64, frame_len: usize) -> io::Result<Duration> {
-    let frame = wire::frame(conn.id, wire::DATA, frame_len);
-    let echo = wire::frame(conn.id, wire::ECHO, 64);
+    let frame = protocol::frame(conn.id, protocol::DATA, frame_len);
+    let echo = protocol::frame(conn.id, protocol::ECHO, 64);
     let count = (total / frame_len as u64).max(1);
     let start = Instant::now();
     for _ in 0..count {
         conn.stream.write_all(&frame)?;
     }
     conn.stream.write_all(&echo)?;
-    conn.wait_for(wire::ECHO)?;
+    conn.wait_for(protocol::ECHO)?;
     Ok(start.elapsed())
 }
 
@@ -221,7 +218,7 @@ pub(crate) fn bulk_down(conn: &mut Conn, total: u64, frame_len: usize) -> io::Re
     conn.stream.write_all(&request)?;
     let mut bytes = 0;
     let cut_off = loop {
-        let (n, fin) = conn.take_frames(wire::FIN);
+        let (n, fin) = conn.take_frames(Some(protocol::FIN))?;
         bytes += n;
         if fin {
             break false;
@@ -264,7 +261,7 @@ impl SlowReader {
             let start = Instant::now();
             let mut bytes = 0;
             let cut_off = loop {
-                let (n, fin) = conn.take_frames(wire::FIN);
+                let (n, fin) = conn.take_frames(Some(protocol::FIN))?;
                 bytes += n;
                 if fin {
                     break false;
@@ -311,7 +308,7 @@ impl Streamer {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         conn.stream
-            .write_all(&conn.source_request(wire::ENDLESS, frame_len))?;
+            .write_all(&conn.source_request(protocol::ENDLESS, frame_len))?;
         conn.stream
             .set_read_timeout(Some(Duration::from_millis(100)))?;
         let thread = std::thread::spawn(move || {
@@ -327,11 +324,11 @@ impl Streamer {
             }
             let elapsed = start.elapsed();
             conn.stream
-                .write_all(&wire::stop_request(conn.id, conn.id))?;
+                .write_all(&protocol::stop_request(conn.id, conn.id))?;
             // Drain up to the end of the stream, or give up after a while.
             let deadline = Instant::now() + drain;
             while Instant::now() < deadline {
-                match conn.wait_for(wire::FIN) {
+                match conn.wait_for(protocol::FIN) {
                     Ok(_) => break,
                     Err(error) if is_timeout(&error) => {}
                     Err(_) => break,
@@ -381,7 +378,7 @@ pub(crate) fn fan_in(
             tasks.push(tokio::spawn(async move {
                 use tokio::io::{AsyncReadExt, AsyncWriteExt};
                 let mut stream = stream;
-                let frame = wire::frame(id, wire::ECHO, 64);
+                let frame = protocol::frame(id, protocol::ECHO, 64);
                 let out: Vec<u8> = frame
                     .iter()
                     .copied()

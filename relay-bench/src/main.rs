@@ -30,11 +30,11 @@ mod agent;
 mod driver;
 mod load;
 mod naive;
+mod protocol;
 mod report;
 mod scenarios;
 mod serve;
 mod transport;
-mod wire;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -5,7 +5,7 @@
 //!   `Vec<u8>` chunks ([`ArrayQueue`], [`QUEUE_CHUNKS`] deep) plus a pipe: the
 //!   producer writes one byte per chunk to wake the consumer. A producer
 //!   that finds its queue full sleeps 1 ms and tries again.
-//! - Client to agent: per client, one 4-byte read then one body read per
+//! - Client to agent: per client, one header read then one body read per
 //!   frame, a copy of the frame into a fresh `Vec`, pushed onto the queue.
 //! - Agent to client: a reader moves every chunk off the queue into an
 //!   unbounded buffer at once; a dispatcher cuts frames out of it (a copy
@@ -26,13 +26,15 @@ use std::time::Duration;
 use bytes::BytesMut;
 use crossbeam_queue::ArrayQueue;
 use relay_codec::{
-    Frame, Handshake, LEGACY_STEP, bounds_slot_of, bounds_slot_range, legacy_slot_of,
+    CONNECTION_ID, Frame, FrameHeader, Handshake, LEGACY_STEP, WIRE_HEADER_SIZE, bounds_slot_of,
+    bounds_slot_range, legacy_slot_of,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 use tokio::net::unix::pipe;
 use tokio::sync::{Notify, mpsc};
 
+use crate::protocol::malformed;
 use crate::serve::Form;
 
 /// Chunks each queue holds.
@@ -227,15 +229,16 @@ fn greeting(shared: &Shared, slot: u32) -> Vec<u8> {
     out.to_vec()
 }
 
-/// One 4-byte read, one body read, a copy, and a push (sleeping while full).
+/// One header read, one body read, a copy, and a push (sleeping while full).
 async fn read_client(shared: &Shared, rd: &mut tokio::net::unix::OwnedReadHalf) -> io::Result<()> {
     loop {
-        let mut len = [0u8; 4];
-        rd.read_exact(&mut len).await?;
-        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        let mut header = [0u8; WIRE_HEADER_SIZE];
+        rd.read_exact(&mut header).await?;
+        let (_, wire_len) = FrameHeader::parse(&header).map_err(malformed)?;
+        let mut body = vec![0u8; wire_len - WIRE_HEADER_SIZE];
         rd.read_exact(&mut body).await?;
-        let mut frame = Vec::with_capacity(4 + body.len());
-        frame.extend_from_slice(&len);
+        let mut frame = Vec::with_capacity(wire_len);
+        frame.extend_from_slice(&header);
         frame.extend_from_slice(&body);
         while let Err(back) = shared.to_guest.push(frame) {
             frame = back;
@@ -280,7 +283,8 @@ async fn read_guest(
 }
 
 /// Cuts frames out of the guest's bytes and sends each to its client,
-/// waiting while that client's channel is full.
+/// waiting while that client's channel is full. A malformed stream ends
+/// the dispatch.
 async fn dispatch(shared: Arc<Shared>, mut chunks: mpsc::UnboundedReceiver<Vec<u8>>) {
     let mut buf: Vec<u8> = Vec::new();
     let mut at = 0;
@@ -293,23 +297,23 @@ async fn dispatch(shared: Arc<Shared>, mut chunks: mpsc::UnboundedReceiver<Vec<u
             at = 0;
         }
         buf.extend_from_slice(&chunk);
-        while let Some(prefix) = buf.get(at..at + 4) {
-            let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
-            if buf.len() - at < 4 + len {
+        while let Some(head) = buf[at..].first_chunk::<WIRE_HEADER_SIZE>() {
+            let Ok((header, wire_len)) = FrameHeader::parse(head) else {
+                return;
+            };
+            if buf.len() - at < wire_len {
                 break;
             }
-            let frame = buf[at..at + 4 + len].to_vec();
-            at += 4 + len;
-            route(&shared, frame).await;
+            let frame = buf[at..at + wire_len].to_vec();
+            at += wire_len;
+            route(&shared, header, frame).await;
         }
     }
 }
 
-async fn route(shared: &Shared, frame: Vec<u8>) {
-    let id = frame
-        .get(4..8)
-        .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-    if id == 0 {
+async fn route(shared: &Shared, header: FrameHeader, frame: Vec<u8>) {
+    let id = header.id;
+    if id == CONNECTION_ID {
         *lock(&shared.ready) = Some(frame);
         shared.ready_set.notify_waiters();
         return;

@@ -16,10 +16,10 @@ use relay_client::{Client, ClientError, ExecEvent, ExecRequest};
 
 use crate::driver::{self, Memory, Server};
 use crate::load::{self, Conn, SlowReader, Streamer};
+use crate::protocol;
 use crate::report::{Metric, Results, Sample, Verdict};
 use crate::serve::{Device, Form, Impl, Runtime, ServeOptions};
 use crate::transport::DeviceWait;
-use crate::wire;
 
 const MIB: f64 = 1024.0 * 1024.0;
 /// Frames of the bulk scenarios.
@@ -671,7 +671,11 @@ fn iso<const FLOOD: bool, const RING_KIB: usize, const FLOW: bool>(
     if FLOW {
         opts.flow = Some(FLOW_WINDOW);
     }
-    let toward_stuck = if FLOOD { wire::ENDLESS } else { mode.iso_burst };
+    let toward_stuck = if FLOOD {
+        protocol::ENDLESS
+    } else {
+        mode.iso_burst
+    };
     isolation(mode, &opts, toward_stuck)
 }
 
@@ -705,7 +709,7 @@ fn isolation(mode: &Mode, opts: &ServeOptions, toward_stuck: u64) -> Result<Samp
     // client off already, so ask on another connection).
     let _ = pinger
         .stream
-        .write_all(&wire::stop_request(pinger.id, stuck.id));
+        .write_all(&protocol::stop_request(pinger.id, stuck.id));
     drop(stuck);
 
     let complete = loaded.completion() >= 100.0;
@@ -818,7 +822,7 @@ fn memory_flood_tiny(mode: &Mode, imp: Impl) -> Result<Sample, String> {
         + 2 * opts.ring as u64
         + FLOOD_TOTAL_BUDGET as u64
         + readers * ((64 << 10) + relay_codec::MAX_FRAME_SIZE as u64);
-    let mut sample = memory_flood_with(mode, opts, clients, wire::MIN_TAGGED)?;
+    let mut sample = memory_flood_with(mode, opts, clients, protocol::MIN_TAGGED)?;
     sample.insert(1, ("bound", mib(bound)));
     Ok(sample)
 }
@@ -843,9 +847,9 @@ fn memory_flood_with(
     let mut control = Conn::connect(path).map_err(err("connect"))?;
     let flood = |path: &Path| -> std::io::Result<Conn> {
         let mut conn = Conn::connect(path)?;
-        conn.stream.write_all(&wire::source_request(
+        conn.stream.write_all(&protocol::source_request(
             conn.id,
-            wire::ENDLESS,
+            protocol::ENDLESS,
             frame_len as u32,
         ))?;
         Ok(conn)
@@ -854,7 +858,7 @@ fn memory_flood_with(
     for _ in 0..clients {
         floods.push(flood(path).map_err(err("flood"))?);
     }
-    let probe = wire::frame(0, wire::DATA, 64);
+    let probe = protocol::frame(0, protocol::DATA, 64);
     let start_rss = server.memory().rss;
     let started = Instant::now();
     let mut cutoffs = 0u32;
@@ -875,7 +879,7 @@ fn memory_flood_with(
             cutoffs += 1;
             let _ = control
                 .stream
-                .write_all(&wire::stop_request(control.id, conn.id));
+                .write_all(&protocol::stop_request(control.id, conn.id));
             match flood(path) {
                 Ok(new) => *conn = new,
                 Err(e) => return Err(format!("replacing a flooded client: {e}")),

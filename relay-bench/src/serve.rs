@@ -451,8 +451,8 @@ mod tests {
     #[test]
     fn a_flow_controlled_stream_of_many_windows_crosses_our_relay() {
         use crate::load::{self, Conn};
+        use crate::protocol;
         use crate::transport::{DeviceWait, RingRead, RingWrite};
-        use crate::wire;
 
         let dir = std::env::temp_dir().join(format!("relay-bench-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -491,7 +491,7 @@ mod tests {
         assert!(!got.cut_off);
         assert_eq!(
             got.bytes,
-            total + wire::MIN_TAGGED as u64,
+            total + protocol::MIN_TAGGED as u64,
             "every frame and the end"
         );
         // A second stream on the same session goes on with its credit.
