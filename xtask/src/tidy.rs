@@ -47,6 +47,11 @@ const LAYERS: &[(&str, Allowed)] = &[
     ),
     // The microVM proof boots the agent and drives it with the client.
     ("relay-vm", Allowed::Only(&["relay-agent", "relay-client"])),
+    // Test doubles for every crate's dev-dependencies: below all that use them.
+    (
+        "relay-test-support",
+        Allowed::Only(&["relay-codec", "relay-ring"]),
+    ),
     ("xtask", Allowed::Only(&[])),
 ];
 
