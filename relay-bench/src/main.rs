@@ -1,5 +1,5 @@
 //! `relay-bench`: measures the relay side by side with a raw Unix socket and
-//! a naive relay of the reference design, in one run (issue 7).
+//! a naive relay of the reference design, in one run.
 //!
 //! ```text
 //! relay-bench [run] [--quick | --smoke] [--out DIR] [--only NAME,NAME...]
@@ -11,7 +11,9 @@
 //!
 //! Run through `cargo xtask bench [--quick]` (release build). It prints a
 //! table of medians over the repeats with their (min-max), whether each goal
-//! of issues 7 and 10 is met, and writes `DIR/summary.json` (the rows),
+//! is met (P1 latency, P2 bulk, P3 fan-in, P4 isolation, P5 memory, and
+//! per-session flow control; see `scenarios`), and writes
+//! `DIR/summary.json` (the rows),
 //! `DIR/details.json` (every value, the machine, the verdicts) and
 //! `DIR/summary.md` (the table for the README). `DIR` defaults to `target/bench`.
 //!
@@ -43,7 +45,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::report::{DetailRow, Verdict};
-use crate::scenarios::{Mode, SCENARIOS};
+use crate::scenarios::Mode;
 
 /// What `run` was asked for.
 #[derive(Debug)]
@@ -93,7 +95,7 @@ fn parse_run(args: &[String]) -> Result<RunArgs, String> {
                 let list = args.next().ok_or("--only needs scenario names")?;
                 let names: Vec<String> = list.split(',').map(str::to_owned).collect();
                 for name in &names {
-                    if !SCENARIOS.iter().any(|s| s.name == name) {
+                    if !scenarios::all().any(|s| s.name == name) {
                         return Err(format!(
                             "unknown scenario `{name}` (see `relay-bench list`)"
                         ));
@@ -159,8 +161,7 @@ fn run(args: RunArgs) -> Result<bool, String> {
         "relay-bench, {} mode: {} CPUs ({}), load average {}",
         args.mode.name, machine.cpus, machine.cpu_model, machine.load_before
     );
-    let selected: Vec<_> = SCENARIOS
-        .iter()
+    let selected: Vec<_> = scenarios::all()
         .filter(|s| {
             args.only
                 .as_ref()
@@ -201,7 +202,7 @@ fn run(args: RunArgs) -> Result<bool, String> {
     let table = report::table(&rows);
     println!("\n{table}");
     println!("medians over the repeats, (min-max); ratios are ours / baseline of the medians");
-    println!("goals of issue 7 (P1-P5) and issue 10 (reported, never asserted):");
+    println!("goals (reported, never asserted):");
     for verdict in &verdicts {
         println!("  {}", verdict.line());
     }
@@ -236,7 +237,7 @@ fn run(args: RunArgs) -> Result<bool, String> {
         serde_json::to_string_pretty(&details).map_err(|e| e.to_string())?,
     )?;
     let mut markdown = table;
-    markdown.push_str("\nGoals of issue 7 (P1-P5) and issue 10:\n\n");
+    markdown.push_str("\nGoals (reported, never asserted):\n\n");
     for verdict in &verdicts {
         markdown.push_str(&format!("- {}\n", verdict.line()));
     }
@@ -315,7 +316,7 @@ fn main() -> ExitCode {
         Some("agent") => serve::run_reference_agent().map(|()| true),
         Some("client") => client(&args[1..]).map(|()| true),
         Some("list") => {
-            for s in SCENARIOS {
+            for s in scenarios::all() {
                 println!("{:<28} {}", s.name, s.about);
             }
             Ok(true)
