@@ -26,8 +26,8 @@ use crate::error::VmError;
 /// The QEMU binary.
 pub const QEMU: &str = "qemu-system-x86_64";
 
-/// The Debian packages that provide it (cpio too, as the recipe
-/// installs it; the initramfs itself is written in Rust).
+/// The Debian packages that provide it (cpio too, which the README's
+/// manual recipe installs; the initramfs itself is written in Rust).
 pub const QEMU_PACKAGES: &[&str] = &["qemu-system-x86", "cpio"];
 
 /// How QEMU runs the guest.

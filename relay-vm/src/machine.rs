@@ -1,6 +1,6 @@
-//! One boot: the QEMU process with the flags, and `agent-relay
-//! serve --console unix:SOCK` on its chardev socket; their logs; waiting
-//! for them to end.
+//! One boot: the QEMU process (a `microvm` with a virtio-serial port, the
+//! command line the README shows), and `agent-relay serve --console
+//! unix:SOCK` on its chardev socket; their logs; waiting for them to end.
 //!
 //! QEMU runs with `-nographic`, so the guest's serial console (the kernel's
 //! messages and the agent's logs) is QEMU's stdout: it goes to
