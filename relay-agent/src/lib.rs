@@ -119,6 +119,7 @@ mod flow;
 mod fs;
 pub mod init;
 mod outbound;
+mod pollfd;
 mod pty;
 mod queue;
 mod spawn;

@@ -4,15 +4,17 @@
 //!
 //! Devices are opened once, read and write, and the descriptor is
 //! duplicated so reading and writing proceed independently (a virtio port
-//! refuses a second `open` with `EBUSY`). Each half is a `tokio::fs::File`,
-//! which runs its blocking reads and writes on tokio's blocking pool; a
-//! terminal device (hvc0, a pty) is first put into raw mode so bytes pass
-//! unchanged.
+//! refuses a second `open` with `EBUSY`). Pipes, sockets and character
+//! devices that are not terminals (a virtio port) are served on epoll
+//! through a non-blocking descriptor, with no thread hop per
+//! read or write; anything else (a terminal, put into raw mode first so
+//! bytes pass unchanged, or a regular file) as a `tokio::fs::File` or
+//! tokio's stdio, which run blocking reads and writes on tokio's blocking
+//! pool.
 //!
-//! Stdin and devices keep a blocking read parked on a pool thread, so a
-//! program that serves over them should not wait for that read when it
-//! exits: shut its runtime down with `Runtime::shutdown_background` (the
-//! binary does).
+//! Those keep a blocking read parked on a pool thread, so a program that
+//! serves over them should not wait for that read when it exits: shut its
+//! runtime down with `Runtime::shutdown_background` (the binary does).
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
@@ -23,6 +25,7 @@ use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::error::TransportError;
+use crate::pollfd;
 
 /// Where virtio ports are listed: one directory per port, each with a
 /// `name` file.
@@ -74,8 +77,14 @@ impl Transport {
     pub async fn open(&self) -> Result<Console, TransportError> {
         match self {
             Transport::Stdio => Ok(Console {
-                reader: Box::new(tokio::io::stdin()),
-                writer: Box::new(tokio::io::stdout()),
+                reader: match pollfd::reader(std::io::stdin()) {
+                    Some(fd) => Box::new(fd),
+                    None => Box::new(tokio::io::stdin()),
+                },
+                writer: match pollfd::writer(std::io::stdout()) {
+                    Some(fd) => Box::new(fd),
+                    None => Box::new(tokio::io::stdout()),
+                },
             }),
             Transport::Unix(path) => {
                 let (reader, writer) = connect_unix(path).await?;
@@ -86,19 +95,30 @@ impl Transport {
             }
             Transport::Port(name) => {
                 let (reader, writer) = open_port(name).await?;
-                Ok(Console {
-                    reader: Box::new(reader),
-                    writer: Box::new(writer),
-                })
+                Ok(pollable(reader, writer).await)
             }
             Transport::Device(path) => {
                 let (reader, writer) = open_device(path).await?;
-                Ok(Console {
-                    reader: Box::new(reader),
-                    writer: Box::new(writer),
-                })
+                Ok(pollable(reader, writer).await)
             }
         }
+    }
+}
+
+/// A device's two halves, on epoll when the device supports it (a virtio
+/// port does), else as they are.
+async fn pollable(reader: tokio::fs::File, writer: tokio::fs::File) -> Console {
+    let reader = reader.into_std().await;
+    let writer = writer.into_std().await;
+    match (pollfd::reader(&reader), pollfd::writer(&writer)) {
+        (Some(r), Some(w)) => Console {
+            reader: Box::new(r),
+            writer: Box::new(w),
+        },
+        _ => Console {
+            reader: Box::new(tokio::fs::File::from_std(reader)),
+            writer: Box::new(tokio::fs::File::from_std(writer)),
+        },
     }
 }
 
