@@ -10,44 +10,47 @@ mod support;
 
 use std::time::Duration;
 
-use relay_codec::payload::{ExecExited, FlowAccept, FlowCredit, FlowWindow, Ready};
+use relay_codec::flow;
+use relay_codec::payload::{ExecExited, FlowCredit};
 use relay_codec::{CONNECTION_ID, Flags, Frame, Message};
 use relay_server::RelayExit;
-use support::{HANG_GUARD, Harness, TestClient, silent};
+use relay_test_support::{HANG_GUARD, RawClient, ready_frame_offering, sink};
+use support::Harness;
 
 type Test = Result<(), Box<dyn std::error::Error>>;
 
-fn ready_with_flow(window: u32) -> Frame {
-    Message::Ready(Ready {
-        boot_time_ns: 1,
-        init_time_ns: 2,
-        ready_time_ns: 3,
-        flow: Some(FlowWindow { window }),
-    })
-    .to_frame(0)
-    .unwrap()
-}
-
 async fn flow_harness(window: u32) -> Harness {
-    Harness::start_with_ready(1 << 16, ready_with_flow(window), |c| c, silent()).await
+    Harness::start_with_ready(1 << 16, ready_frame_offering(window), |c| c, sink()).await
 }
 
 /// The smallest window the relay accepts (it clamps smaller offers).
 const WINDOW: u32 = 64 * 1024;
 
+/// One credit frame for `bytes` on session `id`.
 fn credit(id: u32, bytes: u32) -> Frame {
-    Message::FlowCredit(FlowCredit { id, bytes })
-        .to_frame(CONNECTION_ID)
-        .unwrap()
+    flow::credit_frames(id, u64::from(bytes))
+        .next()
+        .expect("credit for a positive amount")
 }
 
-/// A session (window 64 KiB) whose third frame the relay holds for credit.
-/// The agent has received the acceptance, the request and one data frame.
-async fn held_frame() -> (Harness, TestClient, u32) {
+/// A relay whose agent offers `WINDOW`, and a client with one session
+/// open: the agent has read the acceptance and the session's request.
+async fn open_session() -> (Harness, RawClient, u32) {
     let harness = flow_harness(WINDOW).await;
     let mut client = harness.client().await;
     let id = client.ids.first();
     client.frame(id, Flags::SESSION_START, b"request").await;
+    harness
+        .agent
+        .wait_for("the acceptance and the request", |f| f.len() == 2)
+        .await;
+    (harness, client, id)
+}
+
+/// A session (window 64 KiB) whose third frame the relay holds for credit.
+/// The agent has received the acceptance, the request and one data frame.
+async fn held_frame() -> (Harness, RawClient, u32) {
+    let (harness, mut client, id) = open_session().await;
     client.frame(id, Flags::NONE, &[1; 70_000]).await;
     client.frame(id, Flags::NONE, &[2; 5000]).await;
     harness
@@ -68,10 +71,7 @@ async fn the_relay_accepts_an_offer_first_with_the_window_clamped() -> Test {
             .wait_for("the acceptance and the request", |f| f.len() == 2)
             .await;
         assert_eq!(frames[0].id(), CONNECTION_ID);
-        assert_eq!(
-            Message::from_frame(&frames[0])?,
-            Message::FlowAccept(FlowAccept { window: accepted })
-        );
+        assert_eq!(frames[0], flow::accept_frame(accepted));
         assert_eq!(frames[1].body(), b"request");
         assert_eq!(harness.relay.stats().flow.unwrap().window, accepted);
     }
@@ -80,7 +80,7 @@ async fn the_relay_accepts_an_offer_first_with_the_window_clamped() -> Test {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_an_offer_the_relay_sends_the_agent_nothing_of_its_own() -> Test {
-    let harness = Harness::start(|c| c, silent()).await;
+    let harness = Harness::start(|c| c, sink()).await;
     let mut client = harness.client().await;
     let id = client.ids.first();
     client.frame(id, Flags::SESSION_START, b"request").await;
@@ -133,15 +133,8 @@ async fn a_session_that_ends_releases_the_frame_held_for_it_and_its_client_can_l
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credit_frames_never_reach_clients_and_clients_cannot_send_them() -> Test {
-    let harness = flow_harness(WINDOW).await;
+    let (harness, mut client, id) = open_session().await;
     let mut intruder = harness.client().await;
-    let mut client = harness.client().await;
-    let id = client.ids.first();
-    client.frame(id, Flags::SESSION_START, b"request").await;
-    harness
-        .agent
-        .wait_for("the acceptance and the request", |f| f.len() == 2)
-        .await;
     // The connection id is no client's: sending credit there is a violation.
     intruder.send(credit(intruder.ids.first(), 1 << 30)).await;
     assert!(intruder.closed().await, "the intruder is disconnected");
@@ -160,14 +153,7 @@ async fn credit_frames_never_reach_clients_and_clients_cannot_send_them() -> Tes
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn output_leaving_the_relay_is_credited_back_in_half_windows() -> Test {
-    let harness = flow_harness(WINDOW).await;
-    let mut client = harness.client().await;
-    let id = client.ids.first();
-    client.frame(id, Flags::SESSION_START, b"request").await;
-    harness
-        .agent
-        .wait_for("the request", |f| f.len() == 2)
-        .await;
+    let (harness, mut client, id) = open_session().await;
     for _ in 0..40 {
         harness
             .agent
@@ -195,6 +181,14 @@ async fn output_leaving_the_relay_is_credited_back_in_half_windows() -> Test {
     Ok(())
 }
 
+/// Has the agent send `count` frames of 1 MiB for session `id`.
+fn send_mebibytes(harness: &Harness, id: u32, count: usize) {
+    let frame = Frame::new(id, Flags::NONE, &vec![0; 1 << 20]).unwrap();
+    for _ in 0..count {
+        harness.agent.send(&frame);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cutting_one_client_for_the_total_budget_spares_the_others() -> Test {
     let harness = Harness::start(
@@ -202,19 +196,13 @@ async fn cutting_one_client_for_the_total_budget_spares_the_others() -> Test {
             c.with_total_queue_budget(7 << 19)
                 .with_client_queue_budget(8 << 20)
         },
-        silent(),
+        sink(),
     )
     .await;
     let sleeper = harness.client().await;
     let mut reader = harness.client().await;
     // 3 MiB the sleeper will never take...
-    for _ in 0..3 {
-        harness.agent.send(&Frame::new(
-            sleeper.ids.first(),
-            Flags::NONE,
-            &vec![0; 1 << 20],
-        )?);
-    }
+    send_mebibytes(&harness, sleeper.ids.first(), 3);
     harness
         .wait_stats("the sleeper's frames queued", |s| s.agent_frames >= 4)
         .await;
@@ -244,17 +232,11 @@ async fn the_flush_deadline_bounds_a_shutdown_behind_a_client_that_never_reads()
             c.with_stall_timeout(Duration::from_secs(3600))
                 .with_shutdown_flush_deadline(Duration::from_millis(200))
         },
-        silent(),
+        sink(),
     )
     .await;
     let sleeper = harness.client().await;
-    for _ in 0..8 {
-        harness.agent.send(&Frame::new(
-            sleeper.ids.first(),
-            Flags::NONE,
-            &vec![0; 1 << 20],
-        )?);
-    }
+    send_mebibytes(&harness, sleeper.ids.first(), 8);
     harness
         .wait_stats("frames queued", |s| s.queued_bytes > 1 << 20)
         .await;
@@ -268,14 +250,7 @@ async fn the_flush_deadline_bounds_a_shutdown_behind_a_client_that_never_reads()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn output_for_a_departed_clients_session_earns_the_agent_no_credit() -> Test {
-    let harness = flow_harness(WINDOW).await;
-    let mut client = harness.client().await;
-    let id = client.ids.first();
-    client.frame(id, Flags::SESSION_START, b"request").await;
-    harness
-        .agent
-        .wait_for("the request", |f| f.len() == 2)
-        .await;
+    let (harness, client, id) = open_session().await;
     drop(client);
     harness
         .wait_stats("the client gone", |s| s.clients_connected == 0)

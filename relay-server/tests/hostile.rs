@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use relay_codec::{Flags, Frame};
-use support::{Harness, echo, ready_frame};
+use relay_test_support::{echo, ready_frame};
+use support::Harness;
 
 /// A log sink that only counts the bytes written to it.
 #[derive(Clone)]

@@ -11,29 +11,26 @@
 mod support;
 
 use microsandbox_protocol_07 as upstream;
-use relay_codec::payload::{FlowWindow, Ready};
-use relay_codec::{Flags, Frame, Message, RUNTIME_RESERVED_ID, split_frames};
+use relay_codec::{Flags, Frame, RUNTIME_RESERVED_ID};
 use relay_server::HandshakeForm;
+use relay_test_support::{RawClient, echo, frames, ready_frame, ready_frame_offering, sink};
 use strum::IntoEnumIterator;
-use support::{Harness, TestClient, echo, silent};
+use support::Harness;
 
 type Test = Result<(), Box<dyn std::error::Error>>;
 
 async fn echo_relay(flow: bool, form: HandshakeForm) -> Harness {
-    let ready = Message::Ready(Ready {
-        boot_time_ns: 1,
-        init_time_ns: 2,
-        ready_time_ns: 3,
-        flow: flow.then_some(FlowWindow { window: 1 << 20 }),
-    })
-    .to_frame(0)
-    .unwrap();
+    let ready = if flow {
+        ready_frame_offering(1 << 20)
+    } else {
+        ready_frame(1)
+    };
     Harness::start_with_ready(1 << 16, ready, move |c| c.with_handshake(form), echo()).await
 }
 
 /// Sends `frames` from a client to the echoing agent and checks that the
 /// agent read them byte for byte and the client got them back the same.
-async fn round_trip(harness: &Harness, client: &mut TestClient, frames: &[Frame]) {
+async fn round_trip(harness: &Harness, client: &mut RawClient, frames: &[Frame]) {
     let before = harness.agent.received().len();
     for frame in frames {
         client.send(frame.clone()).await;
@@ -100,7 +97,7 @@ fn upstream_frames(id: u32) -> Vec<Frame> {
         };
         upstream::codec::encode_bulk_to_buf(&record, &mut wire).unwrap();
     }
-    split_frames(&wire).unwrap()
+    frames(&wire)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,9 +134,9 @@ async fn the_runtimes_reserved_id_reaches_no_client_in_either_layout() -> Test {
     ] {
         let harness = Harness::start_with_ready(
             1 << 16,
-            support::ready_frame(1),
+            ready_frame(1),
             move |c| c.with_handshake(form),
-            silent(),
+            sink(),
         )
         .await;
         let mut all = Vec::new();
