@@ -3,14 +3,17 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use relay_codec::flow::{Credit, Owed, accepted_window, is_charged};
-use relay_codec::{Flags, FrameHeader, Handshake, RUNTIME_RESERVED_ID};
+use relay_codec::flow::accepted_window;
+use relay_codec::{Flags, FrameHeader, Handshake};
 
-use super::state::{Holder, Known, MSession, MSlot, Model, Queued, expires};
+use super::checks::{check_actions, check_state};
+use super::state::{
+    Holder, Known, MSession, Model, Queued, credit, expected_agent_verdict, expected_client_verdict,
+};
 use super::{Event, Report, Scenario, Violation};
 use crate::{
-    Action, AgentVerdict, ClientId, ClientVerdict, ControlBatch, CutReason, DropReason, EXEMPT_LEN,
-    OVERDRAFT, ReadyOutcome, RefuseReason, RejectReason, Router, RouterCounters, SlotLayout,
+    Action, AgentVerdict, ClientId, ClientVerdict, ControlBatch, CutReason, ReadyOutcome, Router,
+    RouterCounters, SlotLayout,
 };
 
 /// Feeds every event of `scenario` to a router and checks it against the
@@ -290,73 +293,6 @@ fn client_frame(
     Ok(())
 }
 
-fn expected_client_verdict(
-    model: &mut Model,
-    client: Known,
-    header: FrameHeader,
-    len: usize,
-) -> ClientVerdict {
-    if !model.holds(client.id) || model.is_cut(client.id) {
-        return ClientVerdict::Stale;
-    }
-    let FrameHeader { id, flags } = header;
-    let shutdown = flags.contains(Flags::SHUTDOWN);
-    if !(client.ids.contains(id) || (shutdown && id == 0)) {
-        model.counters.clients_rejected += 1;
-        return ClientVerdict::Reject(RejectReason::IdOutOfRange {
-            id,
-            first: client.ids.first(),
-            last: client.ids.last(),
-        });
-    }
-    let limit = model.config.max_sessions_per_client;
-    let window = model.window;
-    let slot = client.id.slot() as usize;
-    let sessions = &mut model.slots[slot].sessions;
-    let starts =
-        id != 0 && flags.contains(Flags::SESSION_START) && !flags.contains(Flags::TERMINAL);
-    match sessions.get(&id) {
-        Some(MSession::Killed { .. }) if starts => {
-            model.counters.sessions_refused += 1;
-            return ClientVerdict::RefuseSession(RefuseReason::IdInUse { id });
-        }
-        None if starts => {
-            if sessions.len() >= limit {
-                model.counters.sessions_refused += 1;
-                return ClientVerdict::RefuseSession(RefuseReason::Limit { limit });
-            }
-            sessions.insert(
-                id,
-                MSession::Open {
-                    send: window.map(Credit::new),
-                    owed: Owed::default(),
-                    due: 0,
-                },
-            );
-            model.counters.sessions_opened += 1;
-        }
-        _ => {}
-    }
-    if is_charged(header)
-        && let Some(MSession::Open {
-            send: Some(credit), ..
-        }) = sessions.get_mut(&id)
-    {
-        if !credit.may_send() && (len > EXEMPT_LEN || credit.available() <= -OVERDRAFT) {
-            model.counters.client_frames_held += 1;
-            return ClientVerdict::Hold;
-        }
-        credit.spend(len);
-    }
-    if flags.contains(Flags::TERMINAL) && matches!(sessions.get(&id), Some(MSession::Open { .. })) {
-        model.remove_session(slot, id);
-        model.counters.sessions_closed += 1;
-    }
-    model.counters.shutdown_requests += u64::from(shutdown);
-    model.counters.client_frames_forwarded += 1;
-    ClientVerdict::Forward { shutdown }
-}
-
 fn agent_frame(
     router: &mut Router,
     model: &mut Model,
@@ -393,79 +329,6 @@ fn agent_frame(
         ));
     }
     Ok(())
-}
-
-fn expected_agent_verdict(
-    model: &mut Model,
-    header: FrameHeader,
-    len: usize,
-    now: Instant,
-) -> AgentVerdict {
-    let FrameHeader { id, flags } = header;
-    if id == 0 {
-        model.counters.agent_control_frames += 1;
-        return AgentVerdict::Control;
-    }
-    if id == RUNTIME_RESERVED_ID {
-        model.counters.agent_frames_dropped_reserved += 1;
-        return AgentVerdict::Drop(DropReason::Reserved);
-    }
-    let Some(slot) = model.slot_of(id) else {
-        model.counters.agent_frames_dropped_no_slot += 1;
-        return AgentVerdict::Drop(DropReason::NoSlot);
-    };
-    let terminal = flags.contains(Flags::TERMINAL);
-    let mut credited = false;
-    match model.slots[slot].sessions.get_mut(&id) {
-        Some(MSession::Killed { killed_at, last }) => {
-            if terminal {
-                model.remove_session(slot, id);
-                model.counters.sessions_closed += 1;
-            } else if killed_at.is_some() {
-                *last = Some(now);
-            }
-            model.counters.agent_frames_dropped_tombstoned += 1;
-            return AgentVerdict::Drop(DropReason::Tombstoned);
-        }
-        Some(MSession::Open { .. }) if terminal => {
-            model.remove_session(slot, id);
-            model.counters.sessions_closed += 1;
-            if model.window.is_some() {
-                model.wake_owner(slot);
-            }
-        }
-        Some(MSession::Open { .. }) => credited = model.window.is_some() && is_charged(header),
-        None => {}
-    }
-    match model.slots[slot].holder.clone() {
-        Holder::Free => {
-            model.counters.agent_frames_dropped_free += 1;
-            AgentVerdict::Drop(DropReason::SlotFree)
-        }
-        Holder::Resting => {
-            model.counters.agent_frames_dropped_quarantined += 1;
-            AgentVerdict::Drop(DropReason::SlotQuarantined)
-        }
-        Holder::Client { id: client, .. } => {
-            let cost = model.config.charge(len);
-            if model.charge(slot, cost) {
-                model.push(
-                    slot,
-                    Queued {
-                        cost,
-                        header,
-                        len,
-                        credited,
-                    },
-                );
-                model.counters.agent_frames_delivered += 1;
-                AgentVerdict::Deliver { client, credited }
-            } else {
-                model.counters.agent_frames_dropped_cut_off += 1;
-                AgentVerdict::Drop(DropReason::CutOff)
-            }
-        }
-    }
 }
 
 fn drain(
@@ -573,183 +436,4 @@ fn ready(router: &mut Router, model: &mut Model, offer: Option<u32>) -> Result<(
         return Err(format!("ready: {got:?}, expected {expected:?}"));
     }
     Ok(())
-}
-
-fn credit(model: &mut Model, id: u32, bytes: u32) -> bool {
-    let slot = model.slot_of(id).filter(|_| model.window.is_some());
-    let taken = slot.is_some_and(|slot| match model.slots[slot].sessions.get_mut(&id) {
-        Some(MSession::Open {
-            send: Some(credit), ..
-        }) => {
-            let was_out = !credit.may_send();
-            credit.grant(bytes);
-            if was_out {
-                model.wake_owner(slot);
-            }
-            true
-        }
-        _ => false,
-    });
-    if !taken {
-        model.counters.credits_ignored += 1;
-    }
-    taken
-}
-
-fn check_actions(router: &mut Router, model: &mut Model) -> Result<(), Violation> {
-    let mut got = Vec::new();
-    while let Some(action) = router.poll_action() {
-        got.push(action);
-    }
-    let expected: Vec<Action> = model.actions.drain(..).collect();
-    for action in &expected {
-        if let Action::Wake(client) = action
-            && let Holder::Client {
-                id, wake_queued, ..
-            } = &mut model.slots[client.slot() as usize].holder
-            && id == client
-        {
-            *wake_queued = false;
-        }
-    }
-    if got != expected {
-        return Err(format!("actions {got:?}, expected {expected:?}"));
-    }
-    Ok(())
-}
-
-fn check_state(router: &Router, model: &Model, previous: &RouterCounters) -> Result<(), Violation> {
-    let connected = router.clients_connected();
-    if connected != model.connected() || connected > model.config.max_clients {
-        return Err(format!(
-            "{connected} connected; model {}",
-            model.connected()
-        ));
-    }
-    if router.slots_quarantined() != model.resting() {
-        return Err(format!(
-            "{} slots resting, model {}",
-            router.slots_quarantined(),
-            model.resting()
-        ));
-    }
-    let sessions = model.known_sessions().len();
-    let tombstones: usize = model.slots.iter().map(MSlot::tombstones).sum();
-    if router.sessions_open() != sessions || router.sessions_tombstoned() != tombstones {
-        return Err(format!(
-            "sessions {}/{} tombstoned, model {sessions}/{tombstones}",
-            router.sessions_open(),
-            router.sessions_tombstoned()
-        ));
-    }
-    if router.control_backlog() > sessions {
-        return Err(format!(
-            "{} control entries for {sessions} sessions",
-            router.control_backlog()
-        ));
-    }
-    let queued = router.queued_bytes();
-    if queued != model.queued_total() || queued > model.config.total_queue_budget {
-        return Err(format!(
-            "{queued} bytes charged, model {}, budget {}",
-            model.queued_total(),
-            model.config.total_queue_budget
-        ));
-    }
-    for known in &model.clients {
-        let holds = model.holds(known.id);
-        if router.is_connected(known.id) != holds {
-            return Err(format!("{:?} connected: router says {}", known.id, !holds));
-        }
-        let slot = &model.slots[known.id.slot() as usize];
-        let (expected, charged): (Vec<u32>, usize) = if holds {
-            let open = slot
-                .sessions
-                .iter()
-                .filter(|(_, s)| matches!(s, MSession::Open { .. }))
-                .map(|(&id, _)| id)
-                .collect();
-            (open, slot.queued())
-        } else {
-            (Vec::new(), 0)
-        };
-        if router.sessions_of(known.id) != expected {
-            return Err(format!(
-                "sessions of {:?}: {:?}, model {expected:?}",
-                known.id,
-                router.sessions_of(known.id)
-            ));
-        }
-        let got = router.queued_bytes_of(known.id);
-        if got != charged || got > model.config.client_queue_budget {
-            return Err(format!("{:?} charged {got}, model {charged}", known.id));
-        }
-    }
-    let grace = model.config.quarantine_grace;
-    let deadline = model
-        .slots
-        .iter()
-        .flat_map(|s| s.sessions.values())
-        .filter_map(|s| match *s {
-            MSession::Killed { killed_at, last } => expires(killed_at, last, grace),
-            MSession::Open { .. } => None,
-        })
-        .min();
-    if router.next_deadline() != deadline {
-        return Err(format!(
-            "next deadline {:?}, model {deadline:?}",
-            router.next_deadline()
-        ));
-    }
-    let c = router.counters();
-    if c != model.counters {
-        return Err(format!("counters {c:?}\n model {:?}", model.counters));
-    }
-    let adds_up = c.clients_admitted - c.clients_disconnected == u64::from(connected)
-        && c.sessions_opened
-            == c.sessions_closed + c.sessions_abandoned + router.sessions_open() as u64;
-    if !adds_up {
-        return Err(format!("counters do not add up: {c:?}"));
-    }
-    if went_down(previous, &c) {
-        return Err(format!("a counter went down: {previous:?} -> {c:?}"));
-    }
-    Ok(())
-}
-
-/// Whether any counter decreased (every field is a `u64` that only grows).
-fn went_down(before: &RouterCounters, after: &RouterCounters) -> bool {
-    let fields = |c: &RouterCounters| {
-        [
-            c.clients_admitted,
-            c.clients_admitted_beside_tombstones,
-            c.clients_refused,
-            c.clients_rejected,
-            c.clients_cut_off,
-            c.clients_disconnected,
-            c.sessions_opened,
-            c.sessions_refused,
-            c.sessions_closed,
-            c.sessions_killed,
-            c.sessions_abandoned,
-            c.client_frames_forwarded,
-            c.shutdown_requests,
-            c.agent_frames_delivered,
-            c.agent_control_frames,
-            c.agent_frames_dropped_free,
-            c.agent_frames_dropped_quarantined,
-            c.agent_frames_dropped_no_slot,
-            c.agent_frames_dropped_reserved,
-            c.agent_frames_dropped_tombstoned,
-            c.agent_frames_dropped_cut_off,
-            c.quarantines_ended,
-            c.agent_restarts,
-            c.credits_ignored,
-            c.client_frames_held,
-        ]
-    };
-    fields(after)
-        .iter()
-        .zip(fields(before))
-        .any(|(now, then)| *now < then)
 }

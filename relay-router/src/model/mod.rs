@@ -20,6 +20,7 @@
 
 use crate::{RouterConfig, RouterCounters};
 
+mod checks;
 mod harness;
 mod state;
 

@@ -3,11 +3,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use relay_codec::flow::{Credit, Owed};
-use relay_codec::{FrameHeader, IdRange, RUNTIME_RESERVED_ID};
+use relay_codec::flow::{Credit, Owed, is_charged};
+use relay_codec::{Flags, FrameHeader, IdRange, RUNTIME_RESERVED_ID};
 
 use super::IdPick;
-use crate::{Action, ClientId, CutReason, RouterConfig, RouterCounters, SlotLayout};
+use crate::{
+    Action, AgentVerdict, ClientId, ClientVerdict, CutReason, DropReason, EXEMPT_LEN, OVERDRAFT,
+    RefuseReason, RejectReason, RouterConfig, RouterCounters, SlotLayout,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Queued {
@@ -334,4 +337,165 @@ impl Model {
     pub(super) fn nth_client(&self, n: u8) -> Option<Known> {
         (!self.clients.is_empty()).then(|| self.clients[usize::from(n) % self.clients.len()])
     }
+}
+
+pub(super) fn expected_client_verdict(
+    model: &mut Model,
+    client: Known,
+    header: FrameHeader,
+    len: usize,
+) -> ClientVerdict {
+    if !model.holds(client.id) || model.is_cut(client.id) {
+        return ClientVerdict::Stale;
+    }
+    let FrameHeader { id, flags } = header;
+    let shutdown = flags.contains(Flags::SHUTDOWN);
+    if !(client.ids.contains(id) || (shutdown && id == 0)) {
+        model.counters.clients_rejected += 1;
+        return ClientVerdict::Reject(RejectReason::IdOutOfRange {
+            id,
+            first: client.ids.first(),
+            last: client.ids.last(),
+        });
+    }
+    let limit = model.config.max_sessions_per_client;
+    let window = model.window;
+    let slot = client.id.slot() as usize;
+    let sessions = &mut model.slots[slot].sessions;
+    let starts =
+        id != 0 && flags.contains(Flags::SESSION_START) && !flags.contains(Flags::TERMINAL);
+    match sessions.get(&id) {
+        Some(MSession::Killed { .. }) if starts => {
+            model.counters.sessions_refused += 1;
+            return ClientVerdict::RefuseSession(RefuseReason::IdInUse { id });
+        }
+        None if starts => {
+            if sessions.len() >= limit {
+                model.counters.sessions_refused += 1;
+                return ClientVerdict::RefuseSession(RefuseReason::Limit { limit });
+            }
+            sessions.insert(
+                id,
+                MSession::Open {
+                    send: window.map(Credit::new),
+                    owed: Owed::default(),
+                    due: 0,
+                },
+            );
+            model.counters.sessions_opened += 1;
+        }
+        _ => {}
+    }
+    if is_charged(header)
+        && let Some(MSession::Open {
+            send: Some(credit), ..
+        }) = sessions.get_mut(&id)
+    {
+        if !credit.may_send() && (len > EXEMPT_LEN || credit.available() <= -OVERDRAFT) {
+            model.counters.client_frames_held += 1;
+            return ClientVerdict::Hold;
+        }
+        credit.spend(len);
+    }
+    if flags.contains(Flags::TERMINAL) && matches!(sessions.get(&id), Some(MSession::Open { .. })) {
+        model.remove_session(slot, id);
+        model.counters.sessions_closed += 1;
+    }
+    model.counters.shutdown_requests += u64::from(shutdown);
+    model.counters.client_frames_forwarded += 1;
+    ClientVerdict::Forward { shutdown }
+}
+
+pub(super) fn expected_agent_verdict(
+    model: &mut Model,
+    header: FrameHeader,
+    len: usize,
+    now: Instant,
+) -> AgentVerdict {
+    let FrameHeader { id, flags } = header;
+    if id == 0 {
+        model.counters.agent_control_frames += 1;
+        return AgentVerdict::Control;
+    }
+    if id == RUNTIME_RESERVED_ID {
+        model.counters.agent_frames_dropped_reserved += 1;
+        return AgentVerdict::Drop(DropReason::Reserved);
+    }
+    let Some(slot) = model.slot_of(id) else {
+        model.counters.agent_frames_dropped_no_slot += 1;
+        return AgentVerdict::Drop(DropReason::NoSlot);
+    };
+    let terminal = flags.contains(Flags::TERMINAL);
+    let mut credited = false;
+    match model.slots[slot].sessions.get_mut(&id) {
+        Some(MSession::Killed { killed_at, last }) => {
+            if terminal {
+                model.remove_session(slot, id);
+                model.counters.sessions_closed += 1;
+            } else if killed_at.is_some() {
+                *last = Some(now);
+            }
+            model.counters.agent_frames_dropped_tombstoned += 1;
+            return AgentVerdict::Drop(DropReason::Tombstoned);
+        }
+        Some(MSession::Open { .. }) if terminal => {
+            model.remove_session(slot, id);
+            model.counters.sessions_closed += 1;
+            if model.window.is_some() {
+                model.wake_owner(slot);
+            }
+        }
+        Some(MSession::Open { .. }) => credited = model.window.is_some() && is_charged(header),
+        None => {}
+    }
+    match model.slots[slot].holder.clone() {
+        Holder::Free => {
+            model.counters.agent_frames_dropped_free += 1;
+            AgentVerdict::Drop(DropReason::SlotFree)
+        }
+        Holder::Resting => {
+            model.counters.agent_frames_dropped_quarantined += 1;
+            AgentVerdict::Drop(DropReason::SlotQuarantined)
+        }
+        Holder::Client { id: client, .. } => {
+            let cost = model.config.charge(len);
+            if model.charge(slot, cost) {
+                model.push(
+                    slot,
+                    Queued {
+                        cost,
+                        header,
+                        len,
+                        credited,
+                    },
+                );
+                model.counters.agent_frames_delivered += 1;
+                AgentVerdict::Deliver { client, credited }
+            } else {
+                model.counters.agent_frames_dropped_cut_off += 1;
+                AgentVerdict::Drop(DropReason::CutOff)
+            }
+        }
+    }
+}
+
+pub(super) fn credit(model: &mut Model, id: u32, bytes: u32) -> bool {
+    let slot = model.slot_of(id).filter(|_| model.window.is_some());
+    let taken = slot.is_some_and(|slot| match model.slots[slot].sessions.get_mut(&id) {
+        Some(MSession::Open {
+            send: Some(credit), ..
+        }) => {
+            let was_out = !credit.may_send();
+            credit.grant(bytes);
+            if was_out {
+                model.wake_owner(slot);
+            }
+            true
+        }
+        _ => false,
+    });
+    if !taken {
+        model.counters.credits_ignored += 1;
+    }
+    taken
 }
