@@ -122,6 +122,7 @@ mod outbound;
 mod pollfd;
 mod pty;
 mod queue;
+mod sessions;
 mod spawn;
 mod transport;
 
