@@ -1,11 +1,12 @@
-//! `relay-bench`: measures the relay side by side with a raw Unix socket and
-//! a naive relay of the reference design, in one run.
+//! `relay-bench`: measures the relay side by side with a raw Unix socket, the
+//! hop floor (the relay's two hops through a ring with no routing or policy)
+//! and a naive relay of the reference design, in one run.
 //!
 //! ```text
 //! relay-bench [run] [--quick | --smoke] [--out DIR] [--only NAME,NAME...]
 //!                  [--runtime multi|current] [--device-wait park|spin] [--ring BYTES]
 //! relay-bench list
-//! relay-bench serve --impl=ours|naive|raw --socket=PATH [...]   # one relay, for profiling
+//! relay-bench serve --impl=ours|naive|floor|raw --socket=PATH [...]   # one relay, for profiling
 //! relay-bench client --socket=PATH --load=rtt|up|down [--count=N] [--bytes=N]
 //! ```
 //!
@@ -18,7 +19,7 @@
 //! `DIR/summary.md` (the table for the README). `DIR` defaults to `target/bench`.
 //!
 //! Each measurement runs the implementation under test in its own process,
-//! this binary again as `relay-bench serve --impl=raw|naive|ours ...` (see
+//! this binary again as `relay-bench serve --impl=raw|floor|naive|ours ...` (see
 //! `serve.rs`); the end-to-end rows add `relay-bench agent`, the reference
 //! agent on its stdio. The goals are reported, never asserted.
 #![forbid(unsafe_code)]

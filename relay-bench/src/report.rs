@@ -87,8 +87,10 @@ pub(crate) struct Row {
     pub(crate) unit: String,
     pub(crate) ours: Option<f64>,
     pub(crate) raw: Option<f64>,
+    pub(crate) floor: Option<f64>,
     pub(crate) naive: Option<f64>,
     pub(crate) ratio_vs_raw: Option<f64>,
+    pub(crate) ratio_vs_floor: Option<f64>,
     pub(crate) ratio_vs_naive: Option<f64>,
 }
 
@@ -117,6 +119,7 @@ pub(crate) fn rows(scenario: &str, metrics: &[Metric], results: &Results) -> Vec
         .map(|metric| {
             let med = |imp| results.median(metric.name, imp);
             let (ours, raw, naive) = (med(Impl::Ours), med(Impl::Raw), med(Impl::Naive));
+            let floor = med(Impl::Floor);
             let mut spread = BTreeMap::new();
             let mut values = BTreeMap::new();
             for imp in Impl::ALL {
@@ -139,8 +142,10 @@ pub(crate) fn rows(scenario: &str, metrics: &[Metric], results: &Results) -> Vec
                     unit: metric.unit.to_owned(),
                     ours,
                     raw,
+                    floor,
                     naive,
                     ratio_vs_raw: ratio(ours, raw),
+                    ratio_vs_floor: ratio(ours, floor),
                     ratio_vs_naive: ratio(ours, naive),
                 },
                 spread,
@@ -187,11 +192,13 @@ pub(crate) fn table(rows: &[DetailRow]) -> String {
         "unit",
         "ours",
         "raw",
+        "floor",
         "naive",
         "ours/raw",
+        "ours/floor",
         "ours/naive",
     ];
-    let lines: Vec<[String; 8]> = rows
+    let lines: Vec<[String; 10]> = rows
         .iter()
         .map(|r| {
             [
@@ -200,8 +207,10 @@ pub(crate) fn table(rows: &[DetailRow]) -> String {
                 r.row.unit.clone(),
                 cell(r, Impl::Ours, r.row.ours),
                 cell(r, Impl::Raw, r.row.raw),
+                cell(r, Impl::Floor, r.row.floor),
                 cell(r, Impl::Naive, r.row.naive),
                 ratio_cell(r.row.ratio_vs_raw),
+                ratio_cell(r.row.ratio_vs_floor),
                 ratio_cell(r.row.ratio_vs_naive),
             ]
         })
@@ -299,10 +308,11 @@ mod tests {
             .collect();
         assert_eq!(
             keys.len(),
-            8,
+            10,
             "summary rows have exactly the documented keys: {keys:?}"
         );
         assert!(json["naive"].is_null());
+        assert!(json["floor"].is_null() && json["ratio_vs_floor"].is_null());
 
         let table = table(&rows);
         assert!(table.contains("12.00 (11.00-13.00)"), "{table}");

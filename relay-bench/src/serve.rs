@@ -10,6 +10,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
 
 use bytes::BytesMut;
 use relay_codec::{Frame, Handshake, LEGACY_SLOTS, LEGACY_STEP, bounds_slot_range};
@@ -24,6 +25,11 @@ use crate::transport::{DeviceWait, RingRead, RingWrite};
 pub(crate) enum Impl {
     /// No relay: the bench agent answers on the client's socket itself.
     Raw,
+    /// The hop floor: the relay's two hops (client socket, a thread, a
+    /// ring with eventfds, the device thread, and back) with no routing or
+    /// policy: each client gets its own ring and agent, bytes copied as
+    /// they come. What the relay's work costs is ours over this.
+    Floor,
     /// The reference design, in [`crate::naive`].
     Naive,
     /// relay-server over relay-ring.
@@ -31,11 +37,12 @@ pub(crate) enum Impl {
 }
 
 impl Impl {
-    pub(crate) const ALL: [Impl; 3] = [Impl::Raw, Impl::Naive, Impl::Ours];
+    pub(crate) const ALL: [Impl; 4] = [Impl::Raw, Impl::Floor, Impl::Naive, Impl::Ours];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
             Impl::Raw => "raw",
+            Impl::Floor => "floor",
             Impl::Naive => "naive",
             Impl::Ours => "ours",
         }
@@ -230,6 +237,12 @@ pub(crate) fn run(opts: &ServeOptions) -> Result<(), String> {
         |what: &str, e: &dyn std::fmt::Display| format!("serve {}: {what}: {e}", opts.imp.name());
     match opts.imp {
         Impl::Raw => serve_raw(opts).map_err(|e| fail("raw", &e)),
+        Impl::Floor => {
+            let runtime = runtime(opts.runtime).map_err(|e| fail("runtime", &e))?;
+            runtime
+                .block_on(serve_floor(opts))
+                .map_err(|e| fail("floor", &e))
+        }
         Impl::Naive => {
             let runtime = runtime(opts.runtime).map_err(|e| fail("runtime", &e))?;
             let (device, end) = naive::duplex().map_err(|e| fail("queues", &e))?;
@@ -343,6 +356,42 @@ fn serve_raw(opts: &ServeOptions) -> io::Result<()> {
             stream.write_all(&form.greeting(slot, &ready))?;
             let reader = stream.try_clone()?;
             agent::serve(reader, Box::new(stream), Setup::RAW)
+        });
+    }
+    Ok(())
+}
+
+/// The hop floor: per client a ring, the bench agent on its device end
+/// (greeting the client itself, as on the raw floor), and two copies
+/// between the socket and the ring's relay end.
+async fn serve_floor(opts: &ServeOptions) -> io::Result<()> {
+    let listener = tokio::net::UnixListener::bind(&opts.socket)?;
+    announce(None);
+    let ready = Arc::new(agent::ready_frame(None));
+    let (form, ring, wait) = (opts.form, opts.ring, opts.wait);
+    for slot in 0u32.. {
+        let (stream, _) = listener.accept().await?;
+        let (device, relay_end) = relay_ring::duplex(ring)?;
+        let (rx, tx) = device.split();
+        std::thread::spawn(move || {
+            agent::serve(
+                RingRead { inner: rx, wait },
+                Box::new(RingWrite { inner: tx, wait }),
+                Setup::RAW,
+            )
+        });
+        let greeting = form.greeting(slot, &ready);
+        tokio::spawn(async move {
+            let (mut from_ring, mut to_ring) = relay_end.into_split()?;
+            let (mut from_client, mut to_client) = stream.into_split();
+            to_client.write_all(&greeting).await?;
+            let up = tokio::io::copy(&mut from_client, &mut to_ring);
+            let down = tokio::io::copy(&mut from_ring, &mut to_client);
+            tokio::select! {
+                _ = up => {}
+                _ = down => {}
+            }
+            io::Result::Ok(())
         });
     }
     Ok(())

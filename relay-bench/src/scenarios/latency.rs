@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::goals::{Judge, all_met, times};
-use super::{ALL, Family, MeasureError, Mode, Scenario, failed, metric, start};
+use super::{Family, MeasureError, Mode, Scenario, WITH_FLOOR, failed, metric, start};
 use crate::driver;
 use crate::load::{self, Conn};
 use crate::report::{Metric, Sample, Verdict};
@@ -17,7 +17,7 @@ pub(super) const FAMILY: Family = Family {
         Scenario {
             name: "rtt_64B",
             about: "P1: one client, one 64-byte frame at a time, echoed",
-            impls: ALL,
+            impls: WITH_FLOOR,
             metrics: LATENCY,
             pinned: false,
             measures_memory: false,
@@ -26,7 +26,7 @@ pub(super) const FAMILY: Family = Family {
         Scenario {
             name: "rtt_64B_pinned",
             about: "P1: the same with every thread of every process on CPU 0",
-            impls: ALL,
+            impls: WITH_FLOOR,
             metrics: LATENCY,
             pinned: true,
             measures_memory: false,
@@ -74,5 +74,19 @@ fn goals(judge: &Judge<'_>, _mode: &Mode) -> Vec<Verdict> {
             met: all_met(&[p50.map(|r| r <= 1.3), p99.map(|r| r <= 1.5)]),
         }
     })
+    .chain(std::iter::once({
+        // What the relay's own work costs, beside the two hops it must make.
+        let floor = judge.ratio("rtt_64B_pinned", "p50", Impl::Floor);
+        let naive = judge.ratio("rtt_64B_pinned", "p50", Impl::Naive);
+        Verdict {
+            goal: "P1",
+            what: format!(
+                "round trip 64 B, pinned to CPU 0: p50 {} the hop floor (goal <= 1.3x), {} naive (goal <= 0.9x)",
+                times(floor),
+                times(naive)
+            ),
+            met: all_met(&[floor.map(|r| r <= 1.3), naive.map(|r| r <= 0.9)]),
+        }
+    }))
     .collect()
 }

@@ -45,6 +45,9 @@ const FLOW_WINDOW: u32 = 1 << 20;
 
 /// Every implementation, and ours alone (for what only ours can do).
 const ALL: &[Impl] = &[Impl::Raw, Impl::Naive, Impl::Ours];
+/// The same with the hop floor, for the rows whose cost is per hop (the
+/// floor has no policy to measure memory or isolation against).
+const WITH_FLOOR: &[Impl] = &[Impl::Raw, Impl::Floor, Impl::Naive, Impl::Ours];
 const OURS: &[Impl] = &[Impl::Ours];
 
 /// How one measurement gets its sample.
