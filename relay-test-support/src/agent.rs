@@ -31,7 +31,9 @@ pub enum Reply {
     Frame(Frame),
     /// Bytes that need not form a frame (a malformed one, a greeting).
     Raw(Bytes),
-    /// Stop reading, write what was queued before, then close the stream.
+    /// Stop answering, write what was queued before, then end the stream
+    /// toward the peer. What the peer still sends is read and dropped until
+    /// it closes too, so it sees the end of the stream, never a reset.
     Close,
 }
 
@@ -151,8 +153,12 @@ impl<S: Script> ScriptedAgent<S> {
             replies: tx.clone(),
         };
         std::thread::spawn(move || {
-            let script = reading.run(reader, script);
+            let mut reader = reader;
+            let (script, end) = reading.run(&mut reader, script);
             let _ = done.send(script);
+            if end == End::Closed {
+                drain(&mut reader);
+            }
         });
         let writer = std::thread::spawn(move || write_queued(writer, &rx));
         ScriptedAgent {
@@ -257,49 +263,65 @@ struct Reading {
 }
 
 impl Reading {
-    /// Reads and answers until the stream ends, is malformed, or the script closes it.
-    fn run<S: Script>(self, mut reader: impl Read, mut script: S) -> S {
+    /// Reads and answers until the stream ends, is malformed, the writer
+    /// stops, or the script closes the stream.
+    fn run<S: Script>(self, reader: &mut impl Read, mut script: S) -> (S, End) {
         let mut buf = vec![0u8; 64 * 1024];
         let mut frames = FrameAssembler::new(FrameCodec::new());
         loop {
             self.gate.wait_open();
             let n = match reader.read(&mut buf) {
-                Ok(0) | Err(_) => return script,
+                Ok(0) | Err(_) => return (script, End::Stopped),
                 Ok(n) => n,
             };
             let mut input = &buf[..n];
             while !input.is_empty() {
                 let Ok((used, frame)) = frames.push(input) else {
-                    return script;
+                    return (script, End::Stopped);
                 };
                 input = &input[used..];
                 let Some(frame) = frame else { continue };
                 let replies = script.on_frame(&frame);
                 lock(&self.log).push(frame);
-                if !self.answer(replies) {
-                    return script;
+                if let Some(end) = self.answer(replies) {
+                    return (script, end);
                 }
             }
         }
     }
 
-    /// Queues replies; false once the agent must stop reading.
-    fn answer(&self, replies: Vec<Reply>) -> bool {
+    /// Queues replies; how the reading ends, if it must.
+    fn answer(&self, replies: Vec<Reply>) -> Option<End> {
         for reply in replies {
             let sent = match reply {
                 Reply::Frame(frame) => self.replies.send(frame.into_wire()),
                 Reply::Raw(bytes) => self.replies.send(bytes),
                 Reply::Close => {
                     self.replies.close();
-                    return false;
+                    return Some(End::Closed);
                 }
             };
             if sent.is_err() {
-                return false;
+                return Some(End::Stopped);
             }
         }
-        true
+        None
     }
+}
+
+/// Why the reader stopped answering.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    /// The stream ended, went wrong, or the writer stopped.
+    Stopped,
+    /// The script closed the stream.
+    Closed,
+}
+
+/// Reads and drops everything until the peer closes its end.
+fn drain(reader: &mut impl Read) {
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(1..) = reader.read(&mut buf) {}
 }
 
 /// Writes queued bytes until the empty message (or every sender is gone),
@@ -392,11 +414,6 @@ impl Drop for HalfClose {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        reason = "test code: a panic is the failure report"
-    )]
-
     use relay_codec::{Flags, MessageType};
 
     use super::*;

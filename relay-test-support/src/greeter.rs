@@ -67,11 +67,6 @@ impl FakeRelay {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        reason = "test code: a panic is the failure report"
-    )]
-
     use relay_codec::{Flags, IdRange};
 
     use super::*;

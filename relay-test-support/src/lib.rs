@@ -20,6 +20,13 @@
 //! ([`relay_codec::FrameHeader::parse`], [`relay_codec::FrameAssembler`]),
 //! never by hand.
 #![forbid(unsafe_code)]
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        reason = "test code: a panic is the failure report"
+    )
+)]
 
 mod agent;
 mod checksum;

@@ -28,11 +28,6 @@ pub async fn wait_until_gone(pid: u32) {
 
 #[cfg(test)]
 mod tests {
-    #![allow(
-        clippy::unwrap_used,
-        reason = "test code: a panic is the failure report"
-    )]
-
     use super::*;
 
     #[test]
