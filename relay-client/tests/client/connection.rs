@@ -13,10 +13,6 @@ fn bounds() -> Handshake {
     }
 }
 
-fn no_args() -> [&'static str; 0] {
-    []
-}
-
 /// The relay hung up: our reader sees the end of the stream, or our writer
 /// the broken pipe, whichever comes first.
 fn is_hangup(error: &ClientError) -> bool {
@@ -29,15 +25,8 @@ fn is_hangup(error: &ClientError) -> bool {
 #[tokio::test]
 async fn the_connection_closing_mid_session_ends_every_open_session_with_the_typed_error() {
     let (client, _fake) = support::client(bounds()).await;
-    let sleeper = client
-        .exec(ExecRequest::new("sleep", no_args()))
-        .await
-        .unwrap();
-    let (cat_input, mut cat_events) = client
-        .exec(ExecRequest::new("cat", no_args()))
-        .await
-        .unwrap()
-        .split();
+    let sleeper = support::start(&client, "sleep", &[]).await;
+    let (cat_input, mut cat_events) = support::start(&client, "cat", &[]).await.split();
     let mut upload = client
         .open(&Message::FsRequest(FsRequest {
             op: FsOp::Write {
@@ -53,10 +42,7 @@ async fn the_connection_closing_mid_session_ends_every_open_session_with_the_typ
         .unwrap();
     assert_eq!(client.in_flight(), 3);
 
-    let error = client
-        .exec_output(ExecRequest::new("hangup", no_args()), None)
-        .await
-        .unwrap_err();
+    let error = support::try_run(&client, "hangup", &[]).await.unwrap_err();
     assert!(is_hangup(&error), "{error:?}");
 
     let error = sleeper.wait().await.unwrap_err();
@@ -91,14 +77,8 @@ async fn the_connection_closing_mid_session_ends_every_open_session_with_the_typ
 #[tokio::test]
 async fn a_malformed_frame_from_the_relay_ends_every_session_with_the_typed_error() {
     let (client, _fake) = support::client(bounds()).await;
-    let sleeper = client
-        .exec(ExecRequest::new("sleep", no_args()))
-        .await
-        .unwrap();
-    let trigger = client
-        .exec(ExecRequest::new("malformed", no_args()))
-        .await
-        .unwrap();
+    let sleeper = support::start(&client, "sleep", &[]).await;
+    let trigger = support::start(&client, "malformed", &[]).await;
     for error in [
         sleeper.wait().await.unwrap_err(),
         trigger.wait().await.unwrap_err(),
@@ -118,14 +98,8 @@ async fn a_malformed_frame_from_the_relay_ends_every_session_with_the_typed_erro
 #[tokio::test]
 async fn frames_for_unknown_ids_are_dropped_without_disturbing_other_sessions() {
     let (client, _fake) = support::client(bounds()).await;
-    let mut bystander = client
-        .exec(ExecRequest::new("sleep", no_args()))
-        .await
-        .unwrap();
-    let output = client
-        .exec_output(ExecRequest::new("stray", no_args()), None)
-        .await
-        .unwrap();
+    let mut bystander = support::start(&client, "sleep", &[]).await;
+    let output = support::run(&client, "stray", &[]).await;
     assert_eq!(output.stdout, b"ok\n");
     assert_eq!(output.code, 0);
 
@@ -146,10 +120,7 @@ async fn frames_for_unknown_ids_are_dropped_without_disturbing_other_sessions() 
     );
     assert_eq!(bystander.next_event().await.unwrap(), None);
     assert!(client.disconnect_reason().is_none());
-    let output = client
-        .exec_output(ExecRequest::new("echo", ["after"]), None)
-        .await
-        .unwrap();
+    let output = support::run(&client, "echo", &["after"]).await;
     assert_eq!(output.stdout, b"after\n");
 }
 
@@ -160,20 +131,14 @@ async fn shutdown_sends_core_shutdown_with_id_zero_and_the_shutdown_flag() {
     // The fake agent stops serving after a shutdown, as the real one does.
     let report = fake.await.unwrap();
     assert_eq!(report.shutdowns, [(0, Flags::SHUTDOWN)]);
-    let error = client
-        .exec_output(ExecRequest::new("echo", ["x"]), None)
-        .await
-        .unwrap_err();
+    let error = support::try_run(&client, "echo", &["x"]).await.unwrap_err();
     assert!(matches!(error, ClientError::Disconnected(_)), "{error:?}");
 }
 
 #[tokio::test]
 async fn sessions_keep_the_connection_open_after_the_client_is_dropped() {
     let (client, fake) = support::client(bounds()).await;
-    let session = client
-        .exec(ExecRequest::new("cat", no_args()))
-        .await
-        .unwrap();
+    let session = support::start(&client, "cat", &[]).await;
     drop(client);
     session.write_stdin(b"still connected").await.unwrap();
     session.close_stdin().await.unwrap();

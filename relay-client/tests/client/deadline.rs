@@ -5,39 +5,20 @@
 //! generous guard that turns a hang into a failure, never against a tight
 //! threshold.
 
-use std::future::Future;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use futures_util::StreamExt;
 use relay_client::{Awaited, Client, ClientConfig, ClientError, ExecRequest};
 use relay_codec::payload::{FsOp, FsRequest, FsResponse};
-use relay_codec::{Flags, Frame, FrameCodec, Handshake, IdRange, Message, MessageType};
+use relay_codec::{Flags, Handshake, IdRange, Message, MessageType};
+use relay_test_support::{
+    FakeRelay, eventually, greeting, guard, message_type, ready_frame, temp_dir,
+};
 use tokio::io::AsyncWriteExt;
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
-use tokio_util::codec::FramedRead;
 
 use crate::support::{self, Encoding};
 
 const SHORT: Duration = Duration::from_millis(200);
-
-/// Fails the test instead of hanging it when `work` never ends.
-async fn guard<T>(work: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(30), work)
-        .await
-        .unwrap()
-}
-
-/// Waits until `condition` holds (under the hang guard).
-async fn eventually(mut condition: impl FnMut() -> bool) {
-    guard(async {
-        while !condition() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
-}
 
 fn short_connect() -> ClientConfig {
     ClientConfig::default().with_connect_timeout(Some(SHORT))
@@ -53,35 +34,18 @@ fn two_ids() -> Handshake {
     }
 }
 
-/// A relay played by the test itself: it greets, then reads the client's
-/// frames and answers only when told to.
-struct Relay {
-    frames: FramedRead<OwnedReadHalf, FrameCodec>,
-    write: OwnedWriteHalf,
+/// A client with `config` connected to a relay played by the test, which
+/// has greeted it and answers only when told to.
+async fn connected(handshake: Handshake, config: ClientConfig) -> (Client, FakeRelay) {
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let relay = FakeRelay::greet(theirs, handshake, &ready_frame(1)).await;
+    let client = Client::from_stream_with(ours, config).await.unwrap();
+    (client, relay)
 }
 
-impl Relay {
-    /// A client with `config` connected to a relay that has greeted it.
-    async fn connected(handshake: Handshake, config: ClientConfig) -> (Client, Relay) {
-        let (ours, theirs) = UnixStream::pair().unwrap();
-        let (read, mut write) = theirs.into_split();
-        let mut greeting = BytesMut::new();
-        handshake.encode(&support::ready_frame(), &mut greeting);
-        write.write_all(&greeting).await.unwrap();
-        let client = Client::from_stream_with(ours, config).await.unwrap();
-        let frames = FramedRead::new(read, FrameCodec::new());
-        (client, Relay { frames, write })
-    }
-
-    /// The next frame the client sent.
-    async fn next_frame(&mut self) -> Frame {
-        guard(self.frames.next()).await.unwrap().unwrap()
-    }
-
-    async fn send(&mut self, id: u32, message: Message) {
-        let frame = message.to_frame(id).unwrap();
-        self.write.write_all(frame.as_wire()).await.unwrap();
-    }
+/// Waits until `condition` holds (under the hang guard).
+async fn until(what: &str, condition: impl Fn() -> bool) {
+    eventually(what, || condition().then_some(())).await;
 }
 
 fn is_timeout(error: &ClientError, expected: Awaited) -> bool {
@@ -103,10 +67,8 @@ async fn the_default_connect_timeout_is_thirty_seconds_and_requests_have_no_dead
 
 #[tokio::test]
 async fn a_relay_that_accepts_but_never_greets_times_out_waiting_for_the_handshake() {
-    let dir = std::env::temp_dir().join(format!("relay-client-deadline-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("silent.sock");
-    let _ = std::fs::remove_file(&path);
+    let dir = temp_dir();
+    let path = dir.path().join("silent.sock");
     let listener = UnixListener::bind(&path).unwrap();
     let (hold, release) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
@@ -116,9 +78,12 @@ async fn a_relay_that_accepts_but_never_greets_times_out_waiting_for_the_handsha
         drop(stream);
     });
 
-    let error = guard(Client::connect_with(&path, short_connect()))
-        .await
-        .unwrap_err();
+    let error = guard(
+        "the handshake",
+        Client::connect_with(&path, short_connect()),
+    )
+    .await
+    .unwrap_err();
     assert!(is_timeout(&error, Awaited::Handshake), "{error:?}");
     assert_eq!(
         error.to_string(),
@@ -127,21 +92,19 @@ async fn a_relay_that_accepts_but_never_greets_times_out_waiting_for_the_handsha
     );
     drop(hold);
     server.await.unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test]
 async fn a_greeting_cut_short_before_its_ready_frame_times_out_waiting_for_ready() {
-    let ready = support::ready_frame();
+    let ready = ready_frame(1);
     let legacy = Handshake::Legacy { offset: 0 };
     // The id prefix alone, and the prefix with half the ready frame.
     for (handshake, sent) in [(two_ids(), 8), (legacy, 4 + ready.wire_len() / 2)] {
-        let mut greeting = BytesMut::new();
-        handshake.encode(&ready, &mut greeting);
+        let greeting = greeting(handshake, &ready);
         let (ours, mut theirs) = UnixStream::pair().unwrap();
         theirs.write_all(&greeting[..sent]).await.unwrap();
 
-        let error = guard(Client::from_stream_with(ours, short_connect()))
+        let error = guard("ready", Client::from_stream_with(ours, short_connect()))
             .await
             .unwrap_err();
         assert!(
@@ -155,37 +118,45 @@ async fn a_greeting_cut_short_before_its_ready_frame_times_out_waiting_for_ready
 
 #[tokio::test]
 async fn a_request_the_agent_never_answers_times_out_and_keeps_its_id_until_its_terminal_frame() {
-    let (client, mut relay) = Relay::connected(two_ids(), short_requests()).await;
+    let (client, mut relay) = connected(two_ids(), short_requests()).await;
     assert_eq!(client.request_timeout(), Some(SHORT));
 
-    let error = guard(client.fs().stat("/slow")).await.unwrap_err();
+    let error = guard("the reply", client.fs().stat("/slow"))
+        .await
+        .unwrap_err();
     assert!(is_timeout(&error, Awaited::Reply), "{error:?}");
     let first = relay.next_frame().await;
     assert_eq!(
-        (first.id(), support::message_type(&first)),
+        (first.id(), message_type(&first)),
         (1, MessageType::FsRequest)
     );
     assert!(first.flags().contains(Flags::SESSION_START));
     assert_eq!(client.in_flight(), 1);
 
     // Id 1 is still in flight: the next request takes id 2, and then none is left.
-    let error = guard(client.fs().stat("/slower")).await.unwrap_err();
+    let error = guard("the reply", client.fs().stat("/slower"))
+        .await
+        .unwrap_err();
     assert!(is_timeout(&error, Awaited::Reply), "{error:?}");
     assert_eq!(relay.next_frame().await.id(), 2);
-    let error = guard(client.fs().stat("/x")).await.unwrap_err();
+    let error = guard("the refusal", client.fs().stat("/x"))
+        .await
+        .unwrap_err();
     assert!(
         matches!(error, ClientError::IdsExhausted { in_flight: 2 }),
         "{error:?}"
     );
 
     // The late answer on id 1 ends that session: only now is id 1 free again.
-    relay.send(1, Message::FsResponse(FsResponse::ok())).await;
-    eventually(|| client.in_flight() == 1).await;
+    relay
+        .send_message(1, &Message::FsResponse(FsResponse::ok()))
+        .await;
+    until("id 1 free", || client.in_flight() == 1).await;
     let mkdir = client.fs();
     let (made, request) = tokio::join!(mkdir.mkdir("/made"), async {
         let request = relay.next_frame().await;
         relay
-            .send(request.id(), Message::FsResponse(FsResponse::ok()))
+            .send_message(request.id(), &Message::FsResponse(FsResponse::ok()))
             .await;
         request
     });
@@ -205,12 +176,15 @@ async fn a_request_the_agent_never_answers_times_out_and_keeps_its_id_until_its_
 
 #[tokio::test]
 async fn an_upload_the_relay_does_not_take_times_out_waiting_for_the_request() {
-    let (client, mut relay) = Relay::connected(two_ids(), short_requests()).await;
+    let (client, mut relay) = connected(two_ids(), short_requests()).await;
     // Far more than the socket buffers hold, and the relay reads nothing.
     let data = vec![7u8; 32 * 1024 * 1024];
-    let error = guard(client.fs().write("/big", None, &data))
-        .await
-        .unwrap_err();
+    let error = guard(
+        "the request written",
+        client.fs().write("/big", None, &data),
+    )
+    .await
+    .unwrap_err();
     assert!(is_timeout(&error, Awaited::Request), "{error:?}");
     // The upload may have reached the agent: its id stays in flight.
     assert_eq!(client.in_flight(), 1);
@@ -220,9 +194,12 @@ async fn an_upload_the_relay_does_not_take_times_out_waiting_for_the_request() {
 #[tokio::test]
 async fn a_command_past_its_deadline_is_killed_and_its_id_frees_up_when_it_exits() {
     let (client, fake) = support::client_with(two_ids(), Encoding::Ours, short_requests()).await;
-    let error = guard(client.exec_output(ExecRequest::new("sleep", ["forever"]), None))
-        .await
-        .unwrap_err();
+    let error = guard(
+        "the reply",
+        client.exec_output(ExecRequest::new("sleep", ["forever"]), None),
+    )
+    .await
+    .unwrap_err();
     assert!(is_timeout(&error, Awaited::Reply), "{error:?}");
     assert!(
         error
@@ -232,10 +209,13 @@ async fn a_command_past_its_deadline_is_killed_and_its_id_frees_up_when_it_exits
     );
     // The fake's `sleep` ends only on a signal: the kill reached it, and
     // its exit ended the session.
-    eventually(|| client.in_flight() == 0).await;
-    let output = guard(client.exec_output(ExecRequest::new("echo", ["next"]), None))
-        .await
-        .unwrap();
+    until("the killed command's id free", || client.in_flight() == 0).await;
+    let output = guard(
+        "the echo",
+        client.exec_output(ExecRequest::new("echo", ["next"]), None),
+    )
+    .await
+    .unwrap();
     assert_eq!(output.stdout, b"next\n");
     drop(client);
     let report = fake.await.unwrap();
@@ -245,17 +225,17 @@ async fn a_command_past_its_deadline_is_killed_and_its_id_frees_up_when_it_exits
 
 #[tokio::test]
 async fn a_handle_with_its_own_request_timeout_overrides_the_configured_one() {
-    let (client, mut relay) = Relay::connected(two_ids(), ClientConfig::default()).await;
+    let (client, mut relay) = connected(two_ids(), ClientConfig::default()).await;
     let quick = client.with_request_timeout(Some(SHORT));
     assert_eq!(quick.request_timeout(), Some(SHORT));
     assert_eq!(client.request_timeout(), None);
 
     // A shutdown frame fits the socket buffer: it is written in time.
-    guard(quick.shutdown()).await.unwrap();
+    guard("the shutdown", quick.shutdown()).await.unwrap();
     let shutdown = relay.next_frame().await;
     assert_eq!((shutdown.id(), shutdown.flags()), (0, Flags::SHUTDOWN));
 
-    let error = guard(quick.fs().list("/")).await.unwrap_err();
+    let error = guard("the reply", quick.fs().list("/")).await.unwrap_err();
     assert!(is_timeout(&error, Awaited::Reply), "{error:?}");
     assert_eq!(relay.next_frame().await.id(), 1);
 
@@ -266,7 +246,9 @@ async fn a_handle_with_its_own_request_timeout_overrides_the_configured_one() {
         assert_eq!(request.id(), 2);
         tokio::time::sleep(SHORT * 2).await;
         let answer = FsResponse::failed("No such file or directory (os error 2)");
-        relay.send(request.id(), Message::FsResponse(answer)).await;
+        relay
+            .send_message(request.id(), &Message::FsResponse(answer))
+            .await;
     });
     assert!(
         matches!(removed, Err(ClientError::Remote { .. })),

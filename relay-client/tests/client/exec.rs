@@ -1,11 +1,12 @@
 //! Exec sessions: output, exit codes, stdin, signals, concurrency, backpressure.
 
 use bytes::Bytes;
-use relay_client::{ClientConfig, ExecEvent, ExecRequest, ExitStatus};
+use relay_client::{Client, ClientConfig, ExecEvent, ExecRequest, ExitStatus, Output};
 use relay_codec::{Handshake, IdRange, LEGACY_STEP};
+use relay_test_support::{READY, fnv1a, message_type, pseudo_random};
 use tokio::task::JoinSet;
 
-use crate::support::{self, Encoding, READY};
+use crate::support::{self, Encoding};
 
 fn legacy() -> Handshake {
     Handshake::Legacy {
@@ -17,13 +18,17 @@ fn no_args() -> [&'static str; 0] {
     []
 }
 
+/// `input` through the fake's `cat`, stdin closed after it.
+async fn through_cat(client: &Client, input: &[u8]) -> Output {
+    let request = ExecRequest::new("cat", no_args());
+    let stdin = Some(Bytes::copy_from_slice(input));
+    client.exec_output(request, stdin).await.unwrap()
+}
+
 #[tokio::test]
 async fn exec_output_returns_the_stdout_and_the_exit_code() {
     let (client, _fake) = support::client(legacy()).await;
-    let output = client
-        .exec_output(ExecRequest::new("echo", ["hello", "world"]), None)
-        .await
-        .unwrap();
+    let output = support::run(&client, "echo", &["hello", "world"]).await;
     assert_eq!(output.stdout, b"hello world\n");
     assert!(output.stderr.is_empty());
     assert_eq!(output.code, 0);
@@ -33,17 +38,14 @@ async fn exec_output_returns_the_stdout_and_the_exit_code() {
 #[tokio::test]
 async fn a_nonzero_exit_code_is_reported_as_is() {
     let (client, _fake) = support::client(legacy()).await;
-    let session = client.exec(ExecRequest::new("exit", ["7"])).await.unwrap();
+    let session = support::start(&client, "exit", &["7"]).await;
     assert_eq!(session.wait().await.unwrap(), ExitStatus { code: 7 });
 }
 
 #[tokio::test]
 async fn stdout_and_stderr_are_kept_apart() {
     let (client, _fake) = support::client(legacy()).await;
-    let output = client
-        .exec_output(ExecRequest::new("split", ["to stdout", "to stderr"]), None)
-        .await
-        .unwrap();
+    let output = support::run(&client, "split", &["to stdout", "to stderr"]).await;
     assert_eq!(output.stdout, b"to stdout");
     assert_eq!(output.stderr, b"to stderr");
     assert_eq!(output.code, 3);
@@ -53,26 +55,17 @@ async fn stdout_and_stderr_are_kept_apart() {
 async fn stdin_is_delivered_in_full_and_closing_it_ends_the_command() {
     let (client, _fake) = support::client(legacy()).await;
     // Larger than one stdin chunk, so it crosses several frames.
-    let input = support::pseudo_random(1024 * 1024 + 17, 7);
-    let output = client
-        .exec_output(
-            ExecRequest::new("cat", no_args()),
-            Some(Bytes::from(input.clone())),
-        )
-        .await
-        .unwrap();
+    let input = pseudo_random(1024 * 1024 + 17, 7);
+    let output = through_cat(&client, &input).await;
     assert_eq!(output.code, 0);
-    assert_eq!(support::checksum(&output.stdout), support::checksum(&input));
+    assert_eq!(fnv1a(&output.stdout), fnv1a(&input));
     assert_eq!(output.stdout.len(), input.len());
 }
 
 #[tokio::test]
 async fn the_split_halves_exchange_stdin_and_stdout_interactively() {
     let (client, _fake) = support::client(legacy()).await;
-    let session = client
-        .exec(ExecRequest::new("cat", no_args()))
-        .await
-        .unwrap();
+    let session = support::start(&client, "cat", &[]).await;
     let id = session.id();
     let (input, mut events) = session.split();
     assert_eq!((input.id(), events.id()), (id, id));
@@ -98,10 +91,7 @@ async fn the_split_halves_exchange_stdin_and_stdout_interactively() {
 #[tokio::test]
 async fn copy_stdin_from_forwards_a_reader_then_closes_stdin() {
     let (client, _fake) = support::client(legacy()).await;
-    let session = client
-        .exec(ExecRequest::new("cat", no_args()))
-        .await
-        .unwrap();
+    let session = support::start(&client, "cat", &[]).await;
     let (input, events) = session.split();
     let source: &[u8] = b"piped through cat";
     let (copied, output) = tokio::join!(input.copy_stdin_from(source), events.output());
@@ -114,10 +104,7 @@ async fn copy_stdin_from_forwards_a_reader_then_closes_stdin() {
 #[tokio::test]
 async fn signals_and_resizes_reach_the_running_command() {
     let (client, _fake) = support::client(legacy()).await;
-    let mut session = client
-        .exec(ExecRequest::new("sleep", no_args()))
-        .await
-        .unwrap();
+    let mut session = support::start(&client, "sleep", &[]).await;
     assert!(matches!(
         session.next_event().await.unwrap(),
         Some(ExecEvent::Started { .. })
@@ -140,21 +127,12 @@ async fn many_concurrent_sessions_share_one_client() {
         let client = client.clone();
         tasks.spawn(async move {
             if i % 2 == 0 {
-                let output = client
-                    .exec_output(ExecRequest::new("echo", [i.to_string()]), None)
-                    .await
-                    .unwrap();
+                let output = support::run(&client, "echo", &[&i.to_string()]).await;
                 assert_eq!(output.stdout, format!("{i}\n").as_bytes());
             } else {
-                let input = support::pseudo_random(100_000 + i as usize, i);
-                let output = client
-                    .exec_output(
-                        ExecRequest::new("cat", no_args()),
-                        Some(Bytes::from(input.clone())),
-                    )
-                    .await
-                    .unwrap();
-                assert_eq!(support::checksum(&output.stdout), support::checksum(&input));
+                let input = pseudo_random(100_000 + i as usize, i);
+                let output = through_cat(&client, &input).await;
+                assert_eq!(fnv1a(&output.stdout), fnv1a(&input));
             }
         });
     }
@@ -173,10 +151,7 @@ async fn many_concurrent_sessions_share_one_client() {
 async fn a_one_frame_session_buffer_loses_no_output() {
     let config = ClientConfig::default().with_session_buffer(1);
     let (client, _fake) = support::client_with(legacy(), Encoding::Ours, config).await;
-    let output = client
-        .exec_output(ExecRequest::new("burst", ["300", "1000"]), None)
-        .await
-        .unwrap();
+    let output = support::run(&client, "burst", &["300", "1000"]).await;
     assert_eq!(output.stdout.len(), 300 * 1000);
     assert_eq!(output.code, 0);
 }
@@ -185,15 +160,9 @@ async fn a_one_frame_session_buffer_loses_no_output() {
 async fn a_dropped_session_handle_does_not_block_other_sessions() {
     let config = ClientConfig::default().with_session_buffer(1);
     let (client, _fake) = support::client_with(legacy(), Encoding::Ours, config).await;
-    let abandoned = client
-        .exec(ExecRequest::new("burst", ["500", "10000"]))
-        .await
-        .unwrap();
+    let abandoned = support::start(&client, "burst", &["500", "10000"]).await;
     drop(abandoned);
-    let output = client
-        .exec_output(ExecRequest::new("echo", ["still", "here"]), None)
-        .await
-        .unwrap();
+    let output = support::run(&client, "echo", &["still", "here"]).await;
     assert_eq!(output.stdout, b"still here\n");
     assert_eq!(client.in_flight(), 0);
 }
@@ -209,7 +178,7 @@ async fn a_session_opened_with_a_raw_request_yields_its_frames_and_messages() {
     let started = session.next_frame().await.unwrap().unwrap();
     assert_eq!(started.id(), session.id());
     assert_eq!(
-        support::message_type(&started),
+        message_type(&started),
         relay_codec::MessageType::ExecStarted
     );
     let Some(Message::ExecStdout(data)) = session.next_message().await.unwrap() else {
@@ -250,14 +219,11 @@ async fn frames_encoded_by_microsandbox_protocol_are_understood() {
     )
     .await;
     assert_eq!(client.ready(), &READY);
-    let output = client
-        .exec_output(ExecRequest::new("split", ["their out", "their err"]), None)
-        .await
-        .unwrap();
+    let output = support::run(&client, "split", &["their out", "their err"]).await;
     assert_eq!(output.stdout, b"their out");
     assert_eq!(output.stderr, b"their err");
     assert_eq!(output.code, 3);
-    let mut session = client.exec(ExecRequest::new("echo", ["x"])).await.unwrap();
+    let mut session = support::start(&client, "echo", &["x"]).await;
     assert!(matches!(
         session.next_event().await.unwrap(),
         Some(ExecEvent::Started { pid }) if pid >= 100

@@ -1,12 +1,12 @@
 //! The greeting: both id-prefix forms detected, and every way it can be wrong.
 
-use bytes::BytesMut;
-use relay_client::{Client, ClientError, ExecRequest};
+use relay_client::{Client, ClientError};
 use relay_codec::{Handshake, HandshakeError, IdRange, LEGACY_STEP, Message, MessageType};
+use relay_test_support::{READY, greeting, ready_frame, temp_dir};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::support::{self, Encoding, READY};
+use crate::support::{self, Encoding};
 
 #[tokio::test]
 async fn a_legacy_greeting_is_detected_and_gives_the_ids_after_the_offset() {
@@ -20,7 +20,7 @@ async fn a_legacy_greeting_is_detected_and_gives_the_ids_after_the_offset() {
         Message::from_frame(client.ready_frame()).unwrap(),
         Message::Ready(READY)
     );
-    let session = client.exec(ExecRequest::new("echo", ["hi"])).await.unwrap();
+    let session = support::start(&client, "echo", &["hi"]).await;
     assert_eq!(session.id(), offset + 1);
     assert_eq!(session.output().await.unwrap().stdout, b"hi\n");
 }
@@ -32,7 +32,7 @@ async fn a_bounds_greeting_is_detected_and_gives_its_range() {
     assert_eq!(client.handshake(), Handshake::Bounds { range });
     assert_eq!(client.ids(), range);
     assert_eq!(client.ready(), &READY);
-    let session = client.exec(ExecRequest::new("echo", ["hi"])).await.unwrap();
+    let session = support::start(&client, "echo", &["hi"]).await;
     assert_eq!(session.id(), 5000);
     assert_eq!(session.output().await.unwrap().code, 0);
 }
@@ -41,16 +41,14 @@ async fn a_bounds_greeting_is_detected_and_gives_its_range() {
 async fn a_legacy_greeting_from_slot_zero_never_hands_out_id_zero() {
     let (client, _fake) = support::client(Handshake::Legacy { offset: 0 }).await;
     assert_eq!(client.ids().first(), 1);
-    let session = client.exec(ExecRequest::new("echo", ["hi"])).await.unwrap();
+    let session = support::start(&client, "echo", &["hi"]).await;
     assert_eq!(session.id(), 1);
 }
 
 #[tokio::test]
 async fn connect_reads_the_greeting_from_a_unix_socket() {
-    let dir = std::env::temp_dir().join(format!("relay-client-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("agent.sock");
-    let _ = std::fs::remove_file(&path);
+    let dir = temp_dir();
+    let path = dir.path().join("agent.sock");
     let listener = UnixListener::bind(&path).unwrap();
     let range = IdRange::new(70, 79).unwrap();
     let server = tokio::spawn(async move {
@@ -61,20 +59,16 @@ async fn connect_reads_the_greeting_from_a_unix_socket() {
     });
     let client = Client::connect(&path).await.unwrap();
     assert_eq!(client.ids(), range);
-    let output = client
-        .exec_output(ExecRequest::new("echo", ["over", "a", "socket"]), None)
-        .await
-        .unwrap();
+    let output = support::run(&client, "echo", &["over", "a", "socket"]).await;
     assert_eq!(output.stdout, b"over a socket\n");
     drop(client);
     let report = server.await.unwrap();
     assert_eq!(report.sessions, [70]);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test]
 async fn connecting_to_a_missing_socket_is_a_typed_error() {
-    let path = std::env::temp_dir().join("relay-client-test-no-such-dir/agent.sock");
+    let path = temp_dir().path().join("no-such-dir/agent.sock");
     let error = Client::connect(&path).await.unwrap_err();
     assert!(
         matches!(&error, ClientError::Connect { path: p, .. } if *p == path),
@@ -97,7 +91,7 @@ async fn client_greeted_with(bytes: Vec<u8>) -> Result<Client, ClientError> {
 #[tokio::test]
 async fn a_bounds_greeting_with_an_empty_range_is_a_typed_error() {
     let mut bytes = vec![0, 0, 0, 0, 0, 0, 0, 1];
-    bytes.extend_from_slice(support::ready_frame().as_wire());
+    bytes.extend_from_slice(ready_frame(1).as_wire());
     let error = client_greeted_with(bytes).await.unwrap_err();
     assert!(
         matches!(
@@ -110,8 +104,7 @@ async fn a_bounds_greeting_with_an_empty_range_is_a_typed_error() {
 
 #[tokio::test]
 async fn a_greeting_cut_short_is_a_typed_error() {
-    let mut greeting = BytesMut::new();
-    Handshake::Legacy { offset: 0 }.encode(&support::ready_frame(), &mut greeting);
+    let greeting = greeting(Handshake::Legacy { offset: 0 }, &ready_frame(1));
     let cut = greeting.len() - 3;
     let error = client_greeted_with(greeting[..cut].to_vec())
         .await
@@ -125,9 +118,8 @@ async fn a_greeting_cut_short_is_a_typed_error() {
 #[tokio::test]
 async fn a_greeting_with_another_message_than_ready_is_a_typed_error() {
     let not_ready = Message::Shutdown.to_frame(0).unwrap();
-    let mut greeting = BytesMut::new();
-    Handshake::Legacy { offset: 0 }.encode(&not_ready, &mut greeting);
-    let error = client_greeted_with(greeting.to_vec()).await.unwrap_err();
+    let greeting = greeting(Handshake::Legacy { offset: 0 }, &not_ready);
+    let error = client_greeted_with(greeting).await.unwrap_err();
     assert!(
         matches!(
             error,
