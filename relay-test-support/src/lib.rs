@@ -4,7 +4,8 @@
 //! of a greeting ([`greeting`], [`FakeRelay`]), and the small things every
 //! test wants the same way: [`READY`] and [`ready_frame`], one byte pattern
 //! ([`pseudo_random`]), checksums ([`fnv1a`], [`sha256`]), temporary
-//! directories ([`temp_dir`]) and the hang guard ([`HANG_GUARD`],
+//! directories ([`temp_dir`]), an exec session's output gathered from its
+//! messages ([`ExecOutcome`]) and the hang guard ([`HANG_GUARD`],
 //! [`eventually`]).
 //!
 //! For tests only: every crate takes it as a dev-dependency, and it is never
@@ -32,6 +33,7 @@ mod agent;
 mod checksum;
 mod client;
 mod error;
+mod exec;
 mod frames;
 mod greeter;
 mod pattern;
@@ -43,6 +45,7 @@ pub use agent::{AgentSender, Behaviour, Reply, Script, ScriptedAgent, echo, sink
 pub use checksum::{Digest, Sha256, fnv1a, hex, sha256, sha256_file};
 pub use client::{BlockingClient, RawClient};
 pub use error::WireError;
+pub use exec::ExecOutcome;
 pub use frames::{
     READY, frames, message_type, partial_frame, read_frame, ready_frame, ready_frame_offering,
 };
