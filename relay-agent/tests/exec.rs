@@ -7,9 +7,10 @@
 
 mod common;
 
-use common::{Host, process_is_gone, pseudo_random, sha256, wait_until_gone};
+use common::Host;
 use relay_codec::Message;
 use relay_codec::payload::{ExecRequest, ExecRlimit};
+use relay_test_support::{process_is_gone, pseudo_random, sha256, temp_dir, wait_until_gone};
 
 fn sh(script: &str) -> ExecRequest {
     ExecRequest::new("sh", ["-c", script])
@@ -22,14 +23,14 @@ async fn echo_output_arrives_on_stdout_after_started() {
     assert!(outcome.pid.is_some());
     assert_eq!(outcome.stdout_text(), "hello world\n");
     assert!(outcome.stderr.is_empty());
-    assert_eq!(outcome.code, 0);
+    assert_eq!(outcome.exit_code(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_code_seven_from_sh_is_reported() {
     let host = Host::start().await;
     let outcome = host.run("sh", &["-c", "exit 7"]).await;
-    assert_eq!(outcome.code, 7);
+    assert_eq!(outcome.exit_code(), 7);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,7 +44,7 @@ async fn stdin_is_piped_through_cat_and_an_empty_chunk_closes_it() {
     host.stdin(session.id, b"").await;
     let outcome = session.finish().await;
     assert_eq!(outcome.stdout_text(), "second");
-    assert_eq!(outcome.code, 0);
+    assert_eq!(outcome.exit_code(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,18 +55,18 @@ async fn stderr_is_kept_apart_from_stdout() {
         .await;
     assert_eq!(outcome.stdout_text(), "out\nout2\n");
     assert_eq!(outcome.stderr_text(), "err\n");
-    assert_eq!(outcome.code, 3);
+    assert_eq!(outcome.exit_code(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_megabytes_of_output_arrive_with_the_same_checksum() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let path = dir.path().join("big");
     let content = pseudo_random(50_000_000, 0x5eed);
     std::fs::write(&path, &content).unwrap();
     let host = Host::start().await;
     let outcome = host.run("cat", &[path.to_str().unwrap()]).await;
-    assert_eq!(outcome.code, 0);
+    assert_eq!(outcome.exit_code(), 0);
     assert_eq!(outcome.stdout.len(), content.len());
     assert_eq!(sha256(&outcome.stdout), sha256(&content));
 }
@@ -90,7 +91,7 @@ async fn thirty_two_concurrent_execs_each_get_their_own_output_and_code() {
     for (n, outcome) in outcomes {
         assert_eq!(outcome.stdout_text(), format!("session {n}\n"));
         assert_eq!(outcome.stderr_text(), format!("err {n}\n"));
-        assert_eq!(outcome.code, n % 5);
+        assert_eq!(outcome.exit_code(), n % 5);
     }
 }
 
@@ -101,7 +102,7 @@ async fn sigterm_to_sleep_is_reported_as_exit_code_143() {
     let pid = session.started().await;
     host.signal(session.id, 15).await;
     let outcome = session.finish().await;
-    assert_eq!(outcome.code, 128 + 15);
+    assert_eq!(outcome.exit_code(), 128 + 15);
     assert!(process_is_gone(pid));
 }
 
@@ -114,7 +115,7 @@ async fn a_missing_program_gets_127_and_a_stderr_line_and_the_agent_keeps_servin
         outcome.stderr_text(),
         "relay-agent: cannot run \"no-such-program-here\": No such file or directory\n"
     );
-    assert_eq!(outcome.code, 127);
+    assert_eq!(outcome.exit_code(), 127);
     assert_eq!(
         host.run("echo", &["still", "here"]).await.stdout_text(),
         "still here\n"
@@ -123,13 +124,13 @@ async fn a_missing_program_gets_127_and_a_stderr_line_and_the_agent_keeps_servin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_that_is_not_executable_gets_126() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let script = dir.path().join("script.sh");
     std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
     let host = Host::start().await;
     let outcome = host.run(script.to_str().unwrap(), &[]).await;
     assert_eq!(outcome.pid, None);
-    assert_eq!(outcome.code, 126);
+    assert_eq!(outcome.exit_code(), 126);
     assert!(outcome.stderr_text().ends_with(": Permission denied\n"));
 }
 
@@ -145,13 +146,13 @@ async fn a_missing_working_directory_gets_126_and_the_agent_keeps_serving() {
         outcome.stderr_text(),
         "relay-agent: cannot run \"pwd\": working directory \"/no/such/dir\": No such file or directory\n"
     );
-    assert_eq!(outcome.code, 126);
-    assert_eq!(host.run("echo", &["ok"]).await.code, 0);
+    assert_eq!(outcome.exit_code(), 126);
+    assert_eq!(host.run("echo", &["ok"]).await.exit_code(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cwd_and_env_entries_reach_the_process() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let cwd = dir.path().canonicalize().unwrap();
     let host = Host::start().await;
     let mut req = sh("pwd; echo \"$GREETING\"; echo \"${PATH:+has path}\"");
@@ -172,7 +173,7 @@ async fn an_env_entry_without_equals_sign_gets_126() {
     let mut req = ExecRequest::new("true", [""; 0]);
     req.env = vec!["NOEQUALS".into()];
     let outcome = host.exec(req).await.finish().await;
-    assert_eq!(outcome.code, 126);
+    assert_eq!(outcome.exit_code(), 126);
     assert!(
         outcome
             .stderr_text()
@@ -189,7 +190,7 @@ async fn a_named_user_runs_with_that_users_uid_when_the_agent_is_root() {
     host.stdin(session.id, b"").await;
     let outcome = session.finish().await;
     if rustix::process::geteuid().is_root() {
-        assert_eq!(outcome.code, 0, "stderr: {}", outcome.stderr_text());
+        assert_eq!(outcome.exit_code(), 0, "stderr: {}", outcome.stderr_text());
         let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
         let nobody: Vec<&str> = passwd
             .lines()
@@ -203,7 +204,7 @@ async fn a_named_user_runs_with_that_users_uid_when_the_agent_is_root() {
         );
     } else {
         // Without the privilege to switch users, the start fails cleanly.
-        assert_eq!(outcome.code, 126);
+        assert_eq!(outcome.exit_code(), 126);
         assert!(outcome.stderr_text().contains("Operation not permitted"));
     }
 }
@@ -214,7 +215,7 @@ async fn an_unknown_user_gets_126() {
     let mut req = ExecRequest::new("true", [""; 0]);
     req.user = Some("no-such-user-anywhere".into());
     let outcome = host.exec(req).await.finish().await;
-    assert_eq!(outcome.code, 126);
+    assert_eq!(outcome.exit_code(), 126);
     assert_eq!(
         outcome.stderr_text(),
         "relay-agent: cannot run \"true\": unknown user \"no-such-user-anywhere\"\n"
@@ -240,7 +241,7 @@ async fn rlimits_are_in_force_by_the_time_started_arrives() {
     let values: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(&values[3..5], ["64", "128"]);
     host.signal(session.id, 9).await;
-    assert_eq!(session.finish().await.code, 128 + 9);
+    assert_eq!(session.finish().await.exit_code(), 128 + 9);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,7 +254,7 @@ async fn an_unknown_rlimit_gets_126_before_anything_runs() {
         hard: 1,
     }];
     let outcome = host.exec(req).await.finish().await;
-    assert_eq!((outcome.pid, outcome.code), (None, 126));
+    assert_eq!((outcome.pid, outcome.exit_code()), (None, 126));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,7 +264,7 @@ async fn exited_waits_for_output_of_a_background_process_that_holds_the_pipe() {
         .run("sh", &["-c", "(sleep 0.2; echo late) & echo early"])
         .await;
     assert_eq!(outcome.stdout_text(), "early\nlate\n");
-    assert_eq!(outcome.code, 0);
+    assert_eq!(outcome.exit_code(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -278,7 +279,7 @@ async fn a_signal_after_the_main_process_exited_reaches_its_process_group() {
     wait_until_gone(sh_pid).await;
     host.signal(session.id, 9).await;
     let outcome = session.finish().await;
-    assert_eq!(outcome.code, 0, "the code is sh's own");
+    assert_eq!(outcome.exit_code(), 0, "the code is sh's own");
     wait_until_gone(background).await;
 }
 
@@ -300,7 +301,7 @@ async fn a_kill_ends_every_process_the_session_started_while_its_main_process_ru
     let background: Vec<u32> = text.lines().map(|l| l.trim().parse().unwrap()).collect();
     host.signal(session.id, 9).await;
     let outcome = session.finish().await;
-    assert_eq!(outcome.code, 137, "sh was killed");
+    assert_eq!(outcome.exit_code(), 137, "sh was killed");
     wait_until_gone(sh_pid).await;
     for pid in background {
         wait_until_gone(pid).await;
@@ -315,7 +316,7 @@ async fn tty_mode_runs_the_command_under_a_terminal() {
     let outcome = host.exec(req).await.finish().await;
     assert_eq!(outcome.stdout_text(), "yes\r\nout-is-tty\r\n");
     assert!(outcome.stderr.is_empty());
-    assert_eq!(outcome.code, 0);
+    assert_eq!(outcome.exit_code(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -336,7 +337,7 @@ async fn tty_resize_changes_what_stty_size_reports() {
         "output: {:?}",
         outcome.stdout_text()
     );
-    assert_eq!(outcome.code, 0);
+    assert_eq!(outcome.exit_code(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -354,7 +355,7 @@ async fn tty_end_of_stdin_is_end_of_file_for_the_program() {
         "output: {:?}",
         outcome.stdout_text()
     );
-    assert_eq!(outcome.code, 0);
+    assert_eq!(outcome.exit_code(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -365,7 +366,7 @@ async fn a_signal_ends_a_tty_session_with_128_plus_signal() {
     let mut session = host.exec(req).await;
     let pid = session.started().await;
     host.signal(session.id, 15).await;
-    assert_eq!(session.finish().await.code, 143);
+    assert_eq!(session.finish().await.exit_code(), 143);
     assert!(process_is_gone(pid));
 }
 
@@ -375,7 +376,7 @@ async fn a_missing_program_in_tty_mode_gets_127() {
     let mut req = ExecRequest::new("no-such-program-here", [""; 0]);
     req.tty = true;
     let outcome = host.exec(req).await.finish().await;
-    assert_eq!((outcome.pid, outcome.code), (None, 127));
+    assert_eq!((outcome.pid, outcome.exit_code()), (None, 127));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -385,7 +386,7 @@ async fn tty_with_a_user_is_refused_with_126() {
     req.tty = true;
     req.user = Some("root".into());
     let outcome = host.exec(req).await.finish().await;
-    assert_eq!(outcome.code, 126);
+    assert_eq!(outcome.exit_code(), 126);
     assert!(outcome.stderr_text().contains("not supported with tty"));
 }
 

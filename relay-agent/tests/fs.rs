@@ -10,9 +10,10 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use common::{Host, pseudo_random, sha256};
+use common::Host;
 use relay_codec::FS_CHUNK_SIZE;
 use relay_codec::payload::{FsEntry, FsOp, FsResponse, FsResponseData};
+use relay_test_support::{pseudo_random, sha256, temp_dir};
 
 fn text(path: &Path) -> String {
     path.to_str().unwrap().to_owned()
@@ -48,7 +49,7 @@ fn assert_failed(response: &FsResponse, expected: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ten_mebibyte_file_round_trips_with_the_same_checksum() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let path = dir.path().join("random.bin");
     let content = pseudo_random(10 * 1024 * 1024, 42);
     let host = Host::start().await;
@@ -64,7 +65,7 @@ async fn a_ten_mebibyte_file_round_trips_with_the_same_checksum() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_file_reads_as_no_chunks_and_a_response() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let path = dir.path().join("empty");
     std::fs::write(&path, b"").unwrap();
     let host = Host::start().await;
@@ -79,7 +80,7 @@ async fn an_empty_file_reads_as_no_chunks_and_a_response() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_with_a_mode_leaves_the_file_with_that_mode() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let path = dir.path().join("script");
     let host = Host::start().await;
     assert!(upload(&host, &path, Some(0o750), b"#!/bin/sh\n").await.ok);
@@ -90,7 +91,7 @@ async fn a_write_with_a_mode_leaves_the_file_with_that_mode() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stat_reports_kind_size_mode_and_modification_time() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let file = dir.path().join("file");
     std::fs::write(&file, b"12345").unwrap();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
@@ -123,7 +124,7 @@ async fn stat_reports_kind_size_mode_and_modification_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_returns_entries_with_full_paths_sorted_by_name() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     for name in ["b.txt", "a.txt", "c"] {
         std::fs::write(dir.path().join(name), name).unwrap();
     }
@@ -156,7 +157,7 @@ async fn list_returns_entries_with_full_paths_sorted_by_name() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mkdir_creates_parents_and_remove_dir_removes_the_whole_tree() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let deep = dir.path().join("a/b/c");
     let host = Host::start().await;
     assert_eq!(
@@ -175,7 +176,7 @@ async fn mkdir_creates_parents_and_remove_dir_removes_the_whole_tree() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remove_deletes_a_file_but_not_a_directory() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let file = dir.path().join("gone");
     std::fs::write(&file, b"x").unwrap();
     let host = Host::start().await;
@@ -192,7 +193,7 @@ async fn remove_deletes_a_file_but_not_a_directory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_and_rename_round_trip_a_file() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let original = dir.path().join("original");
     let copy = dir.path().join("copy");
     let moved = dir.path().join("moved");
@@ -222,7 +223,7 @@ async fn copy_and_rename_round_trip_a_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_paths_are_answered_with_errors_that_name_them() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let missing = dir.path().join("missing");
     let m = text(&missing);
     let other = text(&dir.path().join("other"));
@@ -276,7 +277,7 @@ async fn missing_paths_are_answered_with_errors_that_name_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_into_a_missing_directory_fails_at_once_and_the_upload_is_discarded() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let path = dir.path().join("no/such/dir/file");
     let host = Host::start().await;
     let session = host

@@ -7,10 +7,11 @@
 
 mod common;
 
-use common::{Host, process_is_gone, wait_until_gone};
+use common::Host;
 use relay_agent::{AgentConfig, AgentError, ServeEnd};
 use relay_codec::payload::{ExecRequest, FsOp};
 use relay_codec::{Flags, Frame, FrameError, Message, envelope_frame};
+use relay_test_support::{process_is_gone, temp_dir, wait_until_gone};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_comes_first_with_times_since_boot_that_do_not_decrease() {
@@ -56,7 +57,7 @@ async fn shutdown_kills_a_running_sleep_and_ends_serve_without_more_replies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_ends_an_upload_that_never_sent_its_last_chunk() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let host = Host::start().await;
     let path = dir.path().join("partial");
     let mut upload = host
@@ -107,7 +108,7 @@ async fn a_malformed_exec_payload_gets_code_2_while_another_session_continues() 
     host.send(frame).await;
     let outcome = bad.finish().await;
     assert_eq!(outcome.pid, None);
-    assert_eq!(outcome.code, 2);
+    assert_eq!(outcome.exit_code(), 2);
     let stderr = outcome.stderr_text();
     assert!(
         stderr.starts_with(
@@ -119,7 +120,7 @@ async fn a_malformed_exec_payload_gets_code_2_while_another_session_continues() 
     host.stdin(cat.id, b"after\n").await;
     assert_eq!(cat.stdout_until("after\n").await, "after\n");
     host.stdin(cat.id, b"").await;
-    assert_eq!(cat.finish().await.code, 0);
+    assert_eq!(cat.finish().await.exit_code(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,7 +148,7 @@ async fn garbage_and_unknown_types_that_open_a_session_get_code_2() {
     host.send(Frame::new(garbage_id, Flags::SESSION_START, &[0xff, 0x00, 0x13]).unwrap())
         .await;
     let outcome = garbage.finish().await;
-    assert_eq!(outcome.code, 2);
+    assert_eq!(outcome.exit_code(), 2);
     assert!(outcome.stderr_text().contains("not a message envelope"));
 
     let unknown_id = host.next_id();
@@ -163,7 +164,7 @@ async fn garbage_and_unknown_types_that_open_a_session_get_code_2() {
     )
     .await;
     let outcome = unknown.finish().await;
-    assert_eq!(outcome.code, 2);
+    assert_eq!(outcome.exit_code(), 2);
     assert!(
         outcome
             .stderr_text()
@@ -180,7 +181,7 @@ async fn garbage_and_unknown_types_that_open_a_session_get_code_2() {
     )
     .await;
     let outcome = wrong.finish().await;
-    assert_eq!(outcome.code, 2);
+    assert_eq!(outcome.exit_code(), 2);
     assert!(
         outcome
             .stderr_text()
@@ -235,7 +236,7 @@ async fn requests_beyond_the_session_limit_are_refused_and_later_ones_run() {
         .await
         .finish()
         .await;
-    assert_eq!(refused.code, 126);
+    assert_eq!(refused.exit_code(), 126);
     assert!(
         refused
             .stderr_text()
@@ -245,11 +246,11 @@ async fn requests_beyond_the_session_limit_are_refused_and_later_ones_run() {
     assert!(!response.ok);
 
     host.signal(sleeper.id, 9).await;
-    assert_eq!(sleeper.finish().await.code, 137);
+    assert_eq!(sleeper.finish().await.exit_code(), 137);
     // A session stops counting once its terminal frame is sent.
     let outcome = host.run("echo", &["again"]).await;
     assert_eq!(
-        (outcome.code, outcome.stdout_text().as_str()),
+        (outcome.exit_code(), outcome.stdout_text().as_str()),
         (0, "again\n")
     );
 }
@@ -271,7 +272,10 @@ async fn stdin_after_the_process_stopped_reading_is_discarded_without_stalling_t
     }
     host.stdin(session.id, b"").await;
     let outcome = session.finish().await;
-    assert_eq!((outcome.code, outcome.stdout_text().as_str()), (0, "xxxx"));
+    assert_eq!(
+        (outcome.exit_code(), outcome.stdout_text().as_str()),
+        (0, "xxxx")
+    );
     assert_eq!(host.run("echo", &["next"]).await.stdout_text(), "next\n");
 }
 
@@ -303,7 +307,7 @@ async fn the_console_closing_inside_a_frame_is_an_end_like_any_other() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signal_cancels_an_upload_whose_client_has_gone() {
     let host = Host::start().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let path = dir.path().join("partial");
     let session = host
         .fs(FsOp::Write {

@@ -10,19 +10,17 @@
     reason = "test code: a panic is the failure report"
 )]
 
-use std::time::Duration;
-
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use microsandbox_protocol::codec as seed_codec;
 use relay_agent::{Agent, AgentConfig};
 use relay_codec::payload::ExecRequest;
-use relay_codec::{Frame, FrameCodec, Message, MessageType, data_frame};
+use relay_codec::{
+    Frame, FrameCodec, FrameHeader, Handshake, Message, MessageType, WIRE_HEADER_SIZE, data_frame,
+};
+use relay_test_support::{greeting, guard};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
 use tokio_util::codec::{FramedRead, FramedWrite};
-
-/// Generous guard against a hung test; never a performance threshold.
-const HANG_GUARD: Duration = Duration::from_secs(240);
 
 /// The pass-through relay of the seed design between one client and the
 /// agent. Returns the client's end of the connection.
@@ -35,9 +33,7 @@ fn plain_relay(agent: DuplexStream) -> DuplexStream {
     tokio::spawn(async move {
         let mut frames = FramedRead::new(agent_read, FrameCodec::new());
         let ready = frames.next().await.unwrap().unwrap();
-        let mut greeting = BytesMut::new();
-        greeting.put_u32(0);
-        greeting.put_slice(ready.as_wire());
+        let greeting = greeting(Handshake::Legacy { offset: 0 }, &ready);
         client_write.write_all(&greeting).await.unwrap();
         while let Some(Ok(frame)) = frames.next().await {
             // Id 0 is the relay's own business: a seed relay drops it.
@@ -90,10 +86,10 @@ impl SeedClient {
     /// The next frame, after the seed decoder accepted it.
     async fn next(&mut self) -> Frame {
         loop {
-            if self.buf.len() >= 4 {
-                let len = u32::from_be_bytes(self.buf[..4].try_into().unwrap()) as usize;
-                if self.buf.len() >= 4 + len {
-                    let wire = self.buf.split_to(4 + len).freeze();
+            if let Some(header) = self.buf.first_chunk::<WIRE_HEADER_SIZE>() {
+                let (_, wire_len) = FrameHeader::parse(header).unwrap();
+                if self.buf.len() >= wire_len {
+                    let wire = self.buf.split_to(wire_len).freeze();
                     let mut copy = wire.to_vec();
                     let seed = seed_codec::try_decode_from_buf(&mut copy);
                     assert!(
@@ -103,9 +99,7 @@ impl SeedClient {
                     return Frame::from_wire(wire).unwrap();
                 }
             }
-            let read = tokio::time::timeout(HANG_GUARD, self.reader.read_buf(&mut self.buf))
-                .await
-                .expect("no frame within the hang guard");
+            let read = guard("a frame", self.reader.read_buf(&mut self.buf)).await;
             assert!(read.unwrap() > 0, "the relay closed the connection");
         }
     }

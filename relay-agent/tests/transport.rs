@@ -5,16 +5,14 @@
     reason = "test code: a panic is the failure report"
 )]
 
-mod common;
-
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use common::read_frame_blocking;
 use futures_util::{SinkExt, StreamExt};
 use relay_agent::{Agent, AgentConfig, ServeEnd, Transport, TransportError, find_port_in};
-use relay_codec::payload::{Data, ExecRequest};
+use relay_codec::payload::ExecRequest;
 use relay_codec::{Frame, FrameCodec, Message, MessageType, data_frame};
+use relay_test_support::{ExecOutcome, read_frame, temp_dir};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 /// An exec request for `echo WORD` on `id`.
@@ -24,9 +22,23 @@ fn echo_request(id: u32, word: &str) -> Frame {
         .unwrap()
 }
 
+/// Reads one exec session's frames from a blocking console until it exits.
+fn read_exec(console: &mut impl std::io::Read) -> ExecOutcome {
+    let mut outcome = ExecOutcome::default();
+    loop {
+        let frame = read_frame(console).unwrap();
+        if outcome
+            .record(Message::from_frame(&frame).unwrap())
+            .unwrap()
+        {
+            return outcome;
+        }
+    }
+}
+
 #[test]
 fn a_virtio_port_is_found_by_its_name() {
-    let sys = tempfile::tempdir().unwrap();
+    let sys = temp_dir();
     for (port, name) in [
         ("vport0p0", "org.qemu.guest_agent.0\n"),
         ("vport0p1", "agent\n"),
@@ -41,7 +53,7 @@ fn a_virtio_port_is_found_by_its_name() {
 
 #[test]
 fn a_port_name_nobody_has_is_a_typed_error() {
-    let sys = tempfile::tempdir().unwrap();
+    let sys = temp_dir();
     let err = find_port_in(sys.path(), "/dev".as_ref(), "agent").unwrap_err();
     assert!(matches!(err, TransportError::PortNotFound { ref name, .. } if name == "agent"));
     let err = find_port_in(&sys.path().join("absent"), "/dev".as_ref(), "agent").unwrap_err();
@@ -50,7 +62,7 @@ fn a_port_name_nobody_has_is_a_typed_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_serves_over_a_unix_socket_it_connects_to() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let path = dir.path().join("console.sock");
     let listener = tokio::net::UnixListener::bind(&path).unwrap();
     let console = Transport::Unix(path).open().await.unwrap();
@@ -67,20 +79,21 @@ async fn the_agent_serves_over_a_unix_socket_it_connects_to() {
         Message::Ready(_)
     ));
     sink.send(echo_request(5, "over-unix")).await.unwrap();
-    let mut stdout = Vec::new();
+    let mut outcome = ExecOutcome::default();
     loop {
         let frame = frames.next().await.unwrap().unwrap();
         assert_eq!(frame.id(), 5);
-        match Message::from_frame(&frame).unwrap() {
-            Message::ExecStdout(Data { data }) => stdout.extend(data),
-            Message::ExecExited(exited) => {
-                assert_eq!(exited.code, 0);
-                break;
-            }
-            _ => {}
+        if outcome
+            .record(Message::from_frame(&frame).unwrap())
+            .unwrap()
+        {
+            break;
         }
     }
-    assert_eq!(stdout, b"over-unix\n");
+    assert_eq!(
+        (outcome.stdout_text(), outcome.exit_code()),
+        ("over-unix\n".into(), 0)
+    );
     drop(sink);
     assert_eq!(serve.await.unwrap().unwrap(), ServeEnd::Eof);
 }
@@ -100,7 +113,7 @@ async fn the_agent_serves_over_a_terminal_device_in_raw_mode() {
     let mut writer = pair.master.take_writer().unwrap();
     // The host side plays with blocking reads and writes on the master.
     let host = tokio::task::spawn_blocking(move || {
-        let ready = read_frame_blocking(&mut reader);
+        let ready = read_frame(&mut reader).unwrap();
         assert!(matches!(
             Message::from_frame(&ready).unwrap(),
             Message::Ready(_)
@@ -126,19 +139,8 @@ async fn the_agent_serves_over_a_terminal_device_in_raw_mode() {
             )
             .unwrap();
         writer.flush().unwrap();
-        let mut stdout = Vec::new();
-        loop {
-            let frame = read_frame_blocking(&mut reader);
-            match Message::from_frame(&frame).unwrap() {
-                Message::ExecStdout(Data { data }) => stdout.extend(data),
-                Message::ExecExited(exited) => {
-                    assert_eq!(exited.code, 0);
-                    break;
-                }
-                _ => {}
-            }
-        }
-        assert_eq!(stdout, binary);
+        let outcome = read_exec(&mut reader);
+        assert_eq!((&outcome.stdout[..], outcome.exit_code()), (&binary[..], 0));
         writer
             .write_all(Message::Shutdown.to_frame(0).unwrap().as_wire())
             .unwrap();
@@ -163,7 +165,7 @@ fn the_binary_serves_its_stdio_and_exits_zero_on_shutdown() {
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = child.stdout.take().unwrap();
-    let ready = read_frame_blocking(&mut stdout);
+    let ready = read_frame(&mut stdout).unwrap();
     assert_eq!(ready.id(), 0);
     assert!(matches!(
         Message::from_frame(&ready).unwrap(),
@@ -179,19 +181,11 @@ fn the_binary_serves_its_stdio_and_exits_zero_on_shutdown() {
                 .as_wire(),
         )
         .unwrap();
-    let mut out = Vec::new();
-    loop {
-        let frame = read_frame_blocking(&mut stdout);
-        match Message::from_frame(&frame).unwrap() {
-            Message::ExecStdout(Data { data }) => out.extend(data),
-            Message::ExecExited(exited) => {
-                assert_eq!(exited.code, 0);
-                break;
-            }
-            _ => {}
-        }
-    }
-    assert_eq!(out, b"from-binary\n");
+    let outcome = read_exec(&mut stdout);
+    assert_eq!(
+        (outcome.stdout_text(), outcome.exit_code()),
+        ("from-binary\n".into(), 0)
+    );
     stdin
         .write_all(Message::Shutdown.to_frame(0).unwrap().as_wire())
         .unwrap();
@@ -211,7 +205,7 @@ fn the_binary_exits_zero_when_its_stdin_closes() {
         .spawn()
         .unwrap();
     let mut stdout = child.stdout.take().unwrap();
-    read_frame_blocking(&mut stdout);
+    read_frame(&mut stdout).unwrap();
     drop(child.stdin.take());
     assert!(child.wait().unwrap().success());
 }
@@ -225,7 +219,7 @@ fn the_binary_exits_non_zero_on_a_malformed_frame() {
         .spawn()
         .unwrap();
     let mut stdout = child.stdout.take().unwrap();
-    read_frame_blocking(&mut stdout);
+    read_frame(&mut stdout).unwrap();
     let mut stdin = child.stdin.take().unwrap();
     // len = 0x7fffffff is far above the 4 MiB maximum.
     stdin.write_all(&[0x7f, 0xff, 0xff, 0xff]).unwrap();

@@ -12,8 +12,10 @@ use relay_agent::{Agent, AgentConfig, AgentError, ServeEnd};
 use relay_codec::payload::{
     Data, ExecRequest, ExecResize, ExecSignal, FsOp, FsRequest, FsResponse, Ready,
 };
-use relay_codec::payload::{FlowAccept, FlowCredit};
-use relay_codec::{CONNECTION_ID, Flags, Frame, FrameCodec, Message, MessageType, data_frame};
+use relay_codec::{
+    CONNECTION_ID, Flags, Frame, FrameCodec, Message, MessageType, data_frame, flow,
+};
+use relay_test_support::ExecOutcome;
 use tokio::io::{AsyncRead, DuplexStream, WriteHalf};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -94,17 +96,14 @@ impl Host {
 
     /// Takes up the agent's flow-control offer, as our relay does.
     pub(crate) async fn accept_flow(&self, window: u32) {
-        self.send_message(CONNECTION_ID, &Message::FlowAccept(FlowAccept { window }))
-            .await;
+        self.send(flow::accept_frame(window)).await;
     }
 
     /// Grants session `id` `bytes` more of output credit.
     pub(crate) async fn credit(&self, id: u32, bytes: u32) {
-        self.send_message(
-            CONNECTION_ID,
-            &Message::FlowCredit(FlowCredit { id, bytes }),
-        )
-        .await;
+        for frame in flow::credit_frames(id, u64::from(bytes)) {
+            self.send(frame).await;
+        }
     }
 
     pub(crate) async fn send_message(&self, id: u32, message: &Message) {
@@ -215,25 +214,6 @@ pub(crate) struct Session {
     rx: mpsc::UnboundedReceiver<Frame>,
 }
 
-/// Everything an exec session produced.
-#[derive(Debug, Default)]
-pub(crate) struct ExecOutcome {
-    pub(crate) pid: Option<u32>,
-    pub(crate) stdout: Vec<u8>,
-    pub(crate) stderr: Vec<u8>,
-    pub(crate) code: i32,
-}
-
-impl ExecOutcome {
-    pub(crate) fn stdout_text(&self) -> String {
-        String::from_utf8_lossy(&self.stdout).into_owned()
-    }
-
-    pub(crate) fn stderr_text(&self) -> String {
-        String::from_utf8_lossy(&self.stderr).into_owned()
-    }
-}
-
 impl Session {
     pub(crate) async fn next_frame(&mut self) -> Frame {
         self.rx
@@ -287,20 +267,14 @@ impl Session {
         let mut outcome = ExecOutcome::default();
         loop {
             let frame = self.next_frame().await;
-            match Message::from_frame(&frame).unwrap() {
-                Message::ExecStarted(started) => {
-                    assert!(outcome.pid.is_none(), "started twice");
-                    assert!(outcome.stdout.is_empty() && outcome.stderr.is_empty());
-                    outcome.pid = Some(started.pid);
-                }
-                Message::ExecStdout(Data { data }) => outcome.stdout.extend_from_slice(&data),
-                Message::ExecStderr(Data { data }) => outcome.stderr.extend_from_slice(&data),
-                Message::ExecExited(exited) => {
+            let message = Message::from_frame(&frame).unwrap();
+            match outcome.record(message) {
+                Ok(false) => {}
+                Ok(true) => {
                     assert_eq!(frame.flags(), Flags::TERMINAL);
-                    outcome.code = exited.code;
                     return outcome;
                 }
-                other => panic!("unexpected message in an exec session: {other:?}"),
+                Err(other) => panic!("unexpected message in an exec session: {other:?}"),
             }
         }
     }
@@ -335,55 +309,4 @@ impl Session {
             other => panic!("expected core.fs.response, got {other:?}"),
         }
     }
-}
-
-/// Whether `pid` no longer runs (gone, or a zombie nobody reaped yet).
-pub(crate) fn process_is_gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => {
-            let state = stat
-                .rfind(')')
-                .and_then(|at| stat[at + 1..].split_whitespace().next());
-            state == Some("Z")
-        }
-    }
-}
-
-/// Waits until `pid` no longer runs (a killed process dies a little after
-/// `kill` returns).
-pub(crate) async fn wait_until_gone(pid: u32) {
-    while !process_is_gone(pid) {
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-}
-
-/// Deterministic pseudo-random bytes (xorshift64).
-pub(crate) fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-pub(crate) fn sha256(bytes: &[u8]) -> Vec<u8> {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes).to_vec()
-}
-
-/// Reads one frame from a blocking byte stream.
-pub(crate) fn read_frame_blocking(reader: &mut impl std::io::Read) -> Frame {
-    let mut prefix = [0u8; 4];
-    reader.read_exact(&mut prefix).unwrap();
-    let len = u32::from_be_bytes(prefix) as usize;
-    let mut wire = prefix.to_vec();
-    wire.resize(4 + len, 0);
-    reader.read_exact(&mut wire[4..]).unwrap();
-    Frame::from_wire(wire.into()).unwrap()
 }
