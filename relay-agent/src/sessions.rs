@@ -203,13 +203,7 @@ impl Sessions {
     }
 
     /// A frame whose body does not decode: answered if it opens a session.
-    async fn malformed(
-        &mut self,
-        id: u32,
-        flags: Flags,
-        frame: &Frame,
-        err: &MessageError,
-    ) {
+    async fn malformed(&mut self, id: u32, flags: Flags, frame: &Frame, err: &MessageError) {
         if !flags.contains(Flags::SESSION_START) {
             warn!(id, %err, "malformed message ignored");
             return;
