@@ -34,7 +34,7 @@ fn the_bash_completion_script_is_valid_bash_and_completes_every_command() {
     ] {
         assert!(script.contains(command), "{command}: {script}");
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = relay_test_support::temp_dir();
     let path = dir.path().join("agent-relay.bash");
     std::fs::write(&path, &script).unwrap();
     let check = Command::new("bash").arg("-n").arg(&path).output().unwrap();
@@ -63,7 +63,7 @@ fn the_man_page_is_roff_describing_every_command() {
 
 #[test]
 fn man_with_a_directory_writes_a_page_per_command_and_none_for_hidden_ones() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = relay_test_support::temp_dir();
     let out = describe(&["man", "--dir", dir.path().to_str().unwrap()]);
     assert_eq!(out, "");
     let mut pages: Vec<String> = std::fs::read_dir(dir.path())

@@ -16,7 +16,7 @@ use support::BIN;
 
 #[test]
 fn a_relay_that_never_greets_makes_exec_give_up_naming_the_handshake() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = relay_test_support::temp_dir();
     let socket = dir.path().join("silent.sock");
     let listener = UnixListener::bind(&socket).unwrap();
     // Accepts, then says nothing; the connection stays open.

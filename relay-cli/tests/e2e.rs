@@ -9,13 +9,16 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use relay_client::{ExecEvent, ExecRequest};
-use sha2::{Digest, Sha256};
-use support::{BIN, HANG_GUARD, Serve, stdout};
+use relay_test_support::{
+    Digest, HANG_GUARD, Sha256, eventually, eventually_blocking, process_is_gone, pseudo_random,
+    sha256_file, temp_dir,
+};
+use support::upstream::exec_request;
+use support::{BIN, Serve, stdout};
 
 #[test]
 fn exec_prints_a_commands_output_and_exits_zero() {
@@ -44,16 +47,8 @@ fn exec_pipes_stdin_through_the_remote_command() {
 #[test]
 fn exec_keeps_stderr_apart_from_stdout() {
     let serve = Serve::start(&[]);
-    let output = serve.run(
-        &[
-            "exec",
-            "--",
-            "sh",
-            "-c",
-            "echo out; echo err >&2; echo out2",
-        ],
-        b"",
-    );
+    let script = "echo out; echo err >&2; echo out2";
+    let output = serve.run(&["exec", "--", "sh", "-c", script], b"");
     assert_eq!(stdout(&output), "out\nout2\n");
     assert_eq!(String::from_utf8_lossy(&output.stderr), "err\n");
 }
@@ -174,49 +169,20 @@ async fn a_client_that_disconnects_has_its_running_command_killed() {
             None => panic!("no start"),
         }
     };
-    let proc = PathBuf::from(format!("/proc/{pid}"));
-    assert!(proc.exists());
+    assert!(!process_is_gone(pid));
     drop(session);
     drop(client);
-    let start = Instant::now();
-    while proc.exists() && !is_zombie(&proc) {
-        assert!(
-            start.elapsed() < HANG_GUARD,
-            "sleep {pid} outlived its client"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn is_zombie(proc: &Path) -> bool {
-    std::fs::read_to_string(proc.join("stat"))
-        .map(|stat| {
-            stat.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
-        .unwrap_or(true)
-}
-
-fn sha256_file(path: &Path) -> Vec<u8> {
-    Sha256::digest(std::fs::read(path).unwrap()).to_vec()
+    eventually(&format!("sleep {pid} gone with its client"), || {
+        process_is_gone(pid).then_some(())
+    })
+    .await;
 }
 
 #[test]
 fn fs_put_and_get_move_a_ten_mebibyte_file_intact() {
     let serve = Serve::start(&[]);
     let local = serve.path("random.bin");
-    let mut data = vec![0u8; 10 << 20];
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    for byte in &mut data {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *byte = x as u8;
-    }
-    std::fs::write(&local, &data).unwrap();
+    std::fs::write(&local, pseudo_random(10 << 20, 0x2545_f491_4f6c_dd1d)).unwrap();
     let remote = serve.path("remote.bin");
     let back = serve.path("back.bin");
     let remote_s = remote.to_str().unwrap();
@@ -303,14 +269,7 @@ fn stats_reports_the_relays_counters() {
 fn a_shutdown_request_stops_the_guest_and_serve_exits_cleanly() {
     let mut serve = Serve::start(&[]);
     assert!(serve.run(&["shutdown"], b"").status.success());
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = serve.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(start.elapsed() < HANG_GUARD, "serve did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = eventually_blocking("serve exiting", || serve.child.try_wait().unwrap());
     assert!(status.success());
     assert!(!serve.socket.exists());
 }
@@ -332,7 +291,7 @@ fn any_command_speaking_the_protocol_on_stdio_can_be_the_guest() {
 
 #[test]
 fn a_unix_socket_console_reaches_an_agent_listening_like_a_qemu_chardev() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let chardev = dir.path().join("chardev.sock");
     let listener = std::os::unix::net::UnixListener::bind(&chardev).unwrap();
     // Plays QEMU: accepts the relay's connection and wires it to an agent.
@@ -368,17 +327,7 @@ async fn microsandbox_agent_client_runs_an_exec_through_our_relay_and_agent() {
         .unwrap();
     let client = AgentClient::connect_stream(stream).await.unwrap();
     assert_eq!(client.ready().wire_format, AgentWireFormat::LegacyV1);
-    let request = MsbExec {
-        cmd: "echo".into(),
-        args: vec!["from microsandbox".into()],
-        env: Vec::new(),
-        cwd: None,
-        user: None,
-        tty: false,
-        rows: 24,
-        cols: 80,
-        rlimits: Vec::new(),
-    };
+    let request: MsbExec = exec_request("echo", &["from microsandbox"]);
     let mut stream = client
         .stream(TypedMessage::new(MessageType::ExecRequest, &request))
         .await
@@ -404,19 +353,7 @@ async fn microsandbox_agent_client_runs_an_exec_through_our_relay_and_agent() {
 fn a_second_signal_makes_exec_stop_waiting_for_a_command_that_ignores_the_first() {
     use std::io::{BufRead, BufReader};
     let serve = Serve::start(&[]);
-    let mut exec = serve
-        .cli(&[
-            "exec",
-            "--",
-            "sh",
-            "-c",
-            "trap '' TERM; echo ready; sleep 1000",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut exec = serve.spawn_sh("trap '' TERM; echo ready; sleep 1000", Stdio::piped());
     let mut line = String::new();
     BufReader::new(exec.stdout.as_mut().unwrap())
         .read_line(&mut line)

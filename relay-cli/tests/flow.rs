@@ -14,13 +14,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use relay_client::{Client, ClientError, ExecEvent, ExecRequest};
-use sha2::{Digest, Sha256};
-use support::{BIN, HANG_GUARD, Serve};
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use relay_client::{ClientError, ExecEvent, ExecRequest};
+use relay_test_support::{Digest, HANG_GUARD, Sha256, hex};
+use support::upstream::exec_request;
+use support::{BIN, Serve};
 
 /// Transfer size; `RELAY_FLOW_BYTES` overrides it for longer runs.
 fn transfer_bytes() -> u64 {
@@ -30,28 +27,51 @@ fn transfer_bytes() -> u64 {
         .unwrap_or(100_000_000)
 }
 
-/// Round trips through a second client until `done`; returns how many
-/// completed while `progress` (bytes of the main transfer) was in each
-/// quarter of `total`.
-fn pinger(
-    client: Client,
+/// Round trips through a second client while a transfer runs, counted by
+/// the quarter of the transfer each fell in.
+struct Pinger {
     done: Arc<AtomicBool>,
     progress: Arc<AtomicU64>,
-    total: u64,
-) -> tokio::task::JoinHandle<[u32; 4]> {
-    tokio::spawn(async move {
-        let mut quarters = [0u32; 4];
-        while !done.load(Ordering::Relaxed) {
-            let output = client
-                .exec_output(ExecRequest::new("echo", ["ping"]), None)
-                .await
-                .unwrap();
-            assert_eq!(output.stdout, b"ping\n");
-            let at = progress.load(Ordering::Relaxed) * 4 / total.max(1);
-            quarters[at.min(3) as usize] += 1;
+    task: tokio::task::JoinHandle<[u32; 4]>,
+}
+
+impl Pinger {
+    /// Starts pinging `serve` alongside a transfer of `total` bytes.
+    async fn start(serve: &Serve, total: u64) -> Pinger {
+        let client = serve.client().await;
+        let done = Arc::new(AtomicBool::new(false));
+        let progress = Arc::new(AtomicU64::new(0));
+        let (stop, at) = (done.clone(), progress.clone());
+        let task = tokio::spawn(async move {
+            let mut quarters = [0u32; 4];
+            while !stop.load(Ordering::Relaxed) {
+                let output = client
+                    .exec_output(ExecRequest::new("echo", ["ping"]), None)
+                    .await
+                    .unwrap();
+                assert_eq!(output.stdout, b"ping\n");
+                let quarter = at.load(Ordering::Relaxed) * 4 / total.max(1);
+                quarters[quarter.min(3) as usize] += 1;
+            }
+            quarters
+        });
+        Pinger {
+            done,
+            progress,
+            task,
         }
-        quarters
-    })
+    }
+
+    /// Records how many bytes of the transfer have gone.
+    fn progress(&self, bytes: u64) {
+        self.progress.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Stops pinging; the round trips made in each quarter.
+    async fn finish(self) -> [u32; 4] {
+        self.done.store(true, Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,9 +79,7 @@ async fn a_slow_reader_gets_every_byte_without_being_cut_off_while_others_keep_s
     let serve = Serve::start(&[]);
     let total = transfer_bytes();
     let reader = serve.client().await;
-    let done = Arc::new(AtomicBool::new(false));
-    let progress = Arc::new(AtomicU64::new(0));
-    let pings = pinger(serve.client().await, done.clone(), progress.clone(), total);
+    let pinger = Pinger::start(&serve, total).await;
 
     let script = format!("head -c {total} /dev/urandom | tee /dev/stderr | sha256sum >&2");
     let session = reader
@@ -89,7 +107,7 @@ async fn a_slow_reader_gets_every_byte_without_being_cut_off_while_others_keep_s
                 hasher.update(&data[..take]);
                 trailer.extend_from_slice(&data[take..]);
                 received += take as u64;
-                progress.store(received, Ordering::Relaxed);
+                pinger.progress(received);
                 tokio::time::sleep_until((start + pace * received as u32).into()).await;
                 if received >= next_sample {
                     next_sample += total / 8;
@@ -102,8 +120,7 @@ async fn a_slow_reader_gets_every_byte_without_being_cut_off_while_others_keep_s
             None => panic!("the session ended without an exit"),
         }
     };
-    done.store(true, Ordering::Relaxed);
-    let quarters = pings.await.unwrap();
+    let quarters = pinger.finish().await;
     assert_eq!(code, 0);
     assert_eq!(received, total);
     let expected = String::from_utf8(trailer).unwrap();
@@ -137,9 +154,7 @@ async fn a_process_that_does_not_read_its_stdin_backpressures_only_its_own_clien
     let serve = Serve::start(&[]);
     let total = transfer_bytes();
     let writer = serve.client().await;
-    let done = Arc::new(AtomicBool::new(false));
-    let progress = Arc::new(AtomicU64::new(0));
-    let pings = pinger(serve.client().await, done.clone(), progress.clone(), total);
+    let pinger = Pinger::start(&serve, total).await;
 
     // The process starts reading only after a while.
     let session = writer
@@ -163,15 +178,14 @@ async fn a_process_that_does_not_read_its_stdin_backpressures_only_its_own_clien
             .unwrap()
             .unwrap();
         sent += len as u64;
-        progress.store(sent, Ordering::Relaxed);
+        pinger.progress(sent);
     }
     input.close_stdin().await.unwrap();
     let output = tokio::time::timeout(HANG_GUARD, events.output())
         .await
         .unwrap()
         .unwrap();
-    done.store(true, Ordering::Relaxed);
-    let quarters = pings.await.unwrap();
+    let quarters = pinger.finish().await;
     assert_eq!(output.code, 0);
     let line = String::from_utf8(output.stdout).unwrap();
     assert!(line.starts_with(&hex(&hasher.finalize())), "{line:?}");
@@ -230,17 +244,7 @@ async fn a_0_4_3_client_sees_no_credit_frame_even_when_credit_flows() {
     let ready = read_message(&mut rd).await.unwrap();
     assert_eq!(ready.t, MessageType::Ready, "the extended ready decodes");
     let id = offset + 1;
-    let request = TheirExec {
-        cmd: "cat".into(),
-        args: Vec::new(),
-        env: Vec::new(),
-        cwd: None,
-        user: None,
-        tty: false,
-        rows: 24,
-        cols: 80,
-        rlimits: Vec::new(),
-    };
+    let request: TheirExec = exec_request("cat", &[]);
     let total = 8 << 20;
     let writer = tokio::spawn(async move {
         write_message(

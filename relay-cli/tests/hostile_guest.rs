@@ -15,14 +15,13 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use relay_codec::payload::Ready;
-use relay_codec::{MAX_FRAME_SIZE, Message};
-use support::{HANG_GUARD, Serve};
+use relay_codec::{Flags, Frame, Handshake, MAX_FRAME_SIZE};
+use relay_test_support::{BlockingClient, eventually_blocking, hex, ready_frame, temp_dir};
+use support::Serve;
 
 /// The guest. `flood N`: after the first byte from the relay, N minimal
 /// frames round robin to the first client id of every legacy slot.
@@ -65,15 +64,7 @@ fn python() -> Option<&'static str> {
 }
 
 fn ready_hex() -> String {
-    let frame = Message::Ready(Ready {
-        boot_time_ns: 1,
-        init_time_ns: 2,
-        ready_time_ns: 3,
-        flow: None,
-    })
-    .to_frame(0)
-    .unwrap();
-    frame.as_wire().iter().map(|b| format!("{b:02x}")).collect()
+    hex(ready_frame(1).as_wire())
 }
 
 fn start(dir: &Path, python: &str, mode: &str, count: usize, extra: &[&str]) -> Serve {
@@ -91,12 +82,11 @@ fn start(dir: &Path, python: &str, mode: &str, count: usize, extra: &[&str]) -> 
 
 /// A raw client, greeted (4-byte offset + the ready frame); returns its
 /// first id too.
-fn connect(serve: &Serve) -> (UnixStream, u32) {
-    let mut stream = UnixStream::connect(&serve.socket).unwrap();
-    let mut greeting = vec![0u8; 4 + ready_hex().len() / 2];
-    stream.read_exact(&mut greeting).unwrap();
-    let offset = u32::from_be_bytes(greeting[..4].try_into().unwrap());
-    (stream, offset + 1)
+fn connect(serve: &Serve) -> (BlockingClient, u32) {
+    let client = BlockingClient::connect(&serve.socket).unwrap();
+    assert!(matches!(client.handshake, Handshake::Legacy { .. }));
+    let first = client.ids.first();
+    (client, first)
 }
 
 /// The bound ARCHITECTURE.md states for the relay process: the baseline,
@@ -112,7 +102,7 @@ fn flood(total_queue: usize) {
     let Some(python) = python() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     // 6.4 million 9-byte frames, 400,000 toward each of 16 clients: each
     // silent client's share, charged 137 bytes a frame, is over three
     // times its 16 MiB budget.
@@ -125,13 +115,11 @@ fn flood(total_queue: usize) {
         frames,
         &["--total-queue", &total],
     );
-    let silent: Vec<(UnixStream, u32)> = (0..15).map(|_| connect(&serve)).collect();
+    let silent: Vec<(BlockingClient, u32)> = (0..15).map(|_| connect(&serve)).collect();
     // The reader's first frame starts the flood.
     let (mut reader, id) = connect(&serve);
-    let mut trigger = vec![0, 0, 0, 5];
-    trigger.extend_from_slice(&id.to_be_bytes());
-    trigger.push(0);
-    reader.write_all(&trigger).unwrap();
+    let trigger = Frame::new(id, Flags::NONE, b"").unwrap();
+    reader.write_frame(&trigger).unwrap();
     let mine = frames / 16;
     let want = mine * 9;
     let mut got = 0;
@@ -139,7 +127,6 @@ fn flood(total_queue: usize) {
     let mut longest_gap = Duration::ZERO;
     let started = Instant::now();
     let mut last = Instant::now();
-    reader.set_read_timeout(Some(HANG_GUARD)).unwrap();
     while got < want {
         let n = reader.read(&mut buf).unwrap();
         assert!(n > 0, "the relay closed the reader after {got} bytes");
@@ -187,7 +174,7 @@ fn a_million_hostile_frames_leave_the_relay_serving_with_a_short_log() {
     let Some(python) = python() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let log = dir.path().join("serve.log");
     let script = dir.path().join("guest.py");
     std::fs::write(&script, GUEST).unwrap();
@@ -209,19 +196,11 @@ fn a_million_hostile_frames_leave_the_relay_serving_with_a_short_log() {
         .unwrap();
     let mut serve = Serve { child, socket, dir };
     serve.wait_until_serving();
-    let started = Instant::now();
-    loop {
+    let stats = eventually_blocking("every frame of the guest arrived", || {
         let stats = serve.stats();
-        if stats["agent_frames"].as_u64().unwrap() >= count as u64 {
-            assert!(stats["ready_replaced"].as_u64().unwrap() >= 190_000);
-            break;
-        }
-        assert!(
-            started.elapsed() < HANG_GUARD,
-            "the guest's frames never all arrived: {stats}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        (stats["agent_frames"].as_u64().unwrap() >= count as u64).then_some(stats)
+    });
+    assert!(stats["ready_replaced"].as_u64().unwrap() >= 190_000);
     // Still serving: a new client is greeted.
     drop(connect(&serve));
     serve.stop();

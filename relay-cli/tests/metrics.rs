@@ -9,10 +9,10 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
 use prometheus_parse::{Scrape, Value};
-use support::{HANG_GUARD, Serve, stdout};
+use relay_test_support::{eventually_blocking, temp_dir};
+use support::{Serve, stdout};
 
 /// Every numeric leaf of the stats JSON, by its path with `_` for `.`.
 fn json_leaves(value: &serde_json::Value, prefix: &str, out: &mut BTreeMap<String, f64>) {
@@ -129,24 +129,20 @@ fn openmetrics_output_parses_and_its_counters_match_the_json() {
 
 #[test]
 fn serve_keeps_a_metrics_file_for_the_textfile_collector_and_removes_it_at_exit() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let file = dir.path().join("agent_relay.prom");
     let file_arg = file.display().to_string();
     let mut serve = Serve::start(&["--metrics-file", &file_arg, "--metrics-interval", "0.1"]);
     traffic(&serve);
     // Rewritten until it shows the relay as it is now.
-    let start = Instant::now();
-    let text = loop {
+    let text = eventually_blocking("the metrics file up to date", || {
         let json = serve.stats();
-        if let Ok(text) = std::fs::read_to_string(&file)
-            && exported(&text) == leaves(&json)
-        {
+        let text = std::fs::read_to_string(&file).ok()?;
+        (exported(&text) == leaves(&json)).then(|| {
             assert_matches(&text, &json);
-            break text;
-        }
-        assert!(start.elapsed() < HANG_GUARD, "never up to date");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+            text
+        })
+    });
     assert!(counter(&parse(&text), "agent_relay_clients_admitted_total") >= 3.0);
     // Only the file itself: its temporary twin is hidden and gone.
     let names: Vec<_> = std::fs::read_dir(dir.path())
@@ -165,7 +161,7 @@ fn serve_keeps_a_metrics_file_for_the_textfile_collector_and_removes_it_at_exit(
 
 #[test]
 fn a_metrics_file_that_cannot_be_written_stops_serve_at_startup_leaving_nothing_behind() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     std::fs::create_dir(dir.path().join("sub")).unwrap();
     let missing = dir.path().join("missing").join("agent_relay.prom");
     let directory = format!("{}/", dir.path().join("sub").display());
@@ -236,18 +232,16 @@ fn stats_watch_without_a_terminal_prints_successive_blocks_with_rates() {
 #[test]
 fn stats_watch_can_repeat_the_openmetrics_form() {
     let serve = Serve::start(&[]);
-    let output = serve.run(
-        &[
-            "stats",
-            "--watch",
-            "0.1",
-            "--count",
-            "2",
-            "--format",
-            "openmetrics",
-        ],
-        b"",
-    );
+    let watch = [
+        "stats",
+        "--watch",
+        "0.1",
+        "--count",
+        "2",
+        "--format",
+        "openmetrics",
+    ];
+    let output = serve.run(&watch, b"");
     assert!(output.status.success());
     let text = stdout(&output);
     assert_eq!(text.matches("# EOF\n").count(), 2, "{text}");

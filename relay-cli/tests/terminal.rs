@@ -49,7 +49,7 @@ fn a_serve_log_written_to_a_file_has_no_escape_bytes_and_names_the_socket_once()
 #[test]
 fn serve_logs_in_colour_on_a_terminal_unless_no_color_is_set() {
     for (no_color, coloured) in [(None, true), (Some(""), true), (Some("1"), false)] {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = relay_test_support::temp_dir();
         let socket = dir.path().join("agent.sock").display().to_string();
         let env: Vec<_> = no_color.map(|v| ("NO_COLOR", v)).into_iter().collect();
         let mut serve = OnPty::spawn(&["serve", "--socket", &socket], &env);
@@ -105,6 +105,14 @@ fn json_logs_are_one_object_per_line_with_the_socket_only_at_startup() {
     );
 }
 
+/// `agent-relay ARGS` against `serve` on a terminal, which must succeed;
+/// what it printed.
+fn succeeds_on_pty(serve: &Serve, args: &[&str]) -> String {
+    let (code, output) = OnPty::client(args, &serve.socket).finish_text();
+    assert_eq!(code, 0, "{output}");
+    output
+}
+
 #[test]
 fn fs_put_of_fifty_megabytes_shows_a_progress_bar_on_a_terminal_and_nothing_without_one() {
     let serve = Serve::start(&[]);
@@ -113,9 +121,7 @@ fn fs_put_of_fifty_megabytes_shows_a_progress_bar_on_a_terminal_and_nothing_with
     let local_arg = local.display().to_string();
     let remote = |name: &str| serve.path(name).display().to_string();
 
-    let on_pty = OnPty::client(&["fs", "put", &local_arg, &remote("1.bin")], &serve.socket);
-    let (code, output) = on_pty.finish_text();
-    assert_eq!(code, 0, "{output}");
+    let output = succeeds_on_pty(&serve, &["fs", "put", &local_arg, &remote("1.bin")]);
     assert!(output.contains("/50.00 MiB"), "{output}");
     assert!(output.contains("MiB/s"), "{output}");
     assert!(output.contains("ETA"), "{output}");
@@ -126,12 +132,10 @@ fn fs_put_of_fifty_megabytes_shows_a_progress_bar_on_a_terminal_and_nothing_with
     assert_eq!(String::from_utf8_lossy(&piped.stderr), "");
     assert_eq!(std::fs::read(remote("2.bin")).unwrap().len(), 50 << 20);
 
-    let quiet = OnPty::client(
+    let output = succeeds_on_pty(
+        &serve,
         &["fs", "put", "--quiet", &local_arg, &remote("3.bin")],
-        &serve.socket,
     );
-    let (code, output) = quiet.finish_text();
-    assert_eq!(code, 0, "{output}");
     assert_eq!(output, "");
 }
 
@@ -144,18 +148,14 @@ fn fs_get_and_cp_of_large_files_show_a_progress_bar_on_a_terminal_and_small_ones
     let copy_arg = serve.path("copy.bin").display().to_string();
     let local_arg = serve.path("local.bin").display().to_string();
 
-    let get = OnPty::client(&["fs", "get", &remote_arg, &local_arg], &serve.socket);
-    let (code, output) = get.finish_text();
-    assert_eq!(code, 0, "{output}");
+    let output = succeeds_on_pty(&serve, &["fs", "get", &remote_arg, &local_arg]);
     assert!(output.contains("/8.00 MiB"), "{output}");
     assert_eq!(
         std::fs::read(&local_arg).unwrap(),
         std::fs::read(&remote).unwrap()
     );
 
-    let cp = OnPty::client(&["fs", "cp", &remote_arg, &copy_arg], &serve.socket);
-    let (code, output) = cp.finish_text();
-    assert_eq!(code, 0, "{output}");
+    let output = succeeds_on_pty(&serve, &["fs", "cp", &remote_arg, &copy_arg]);
     assert!(output.contains("8.00 MiB/8.00 MiB"), "{output}");
     assert_eq!(
         std::fs::read(&copy_arg).unwrap(),
@@ -165,8 +165,6 @@ fn fs_get_and_cp_of_large_files_show_a_progress_bar_on_a_terminal_and_small_ones
     let small = serve.path("small.bin");
     write_file(&small, 1 << 20);
     let small_arg = small.display().to_string();
-    let get = OnPty::client(&["fs", "get", &small_arg, &local_arg], &serve.socket);
-    let (code, output) = get.finish_text();
-    assert_eq!(code, 0, "{output}");
+    let output = succeeds_on_pty(&serve, &["fs", "get", &small_arg, &local_arg]);
     assert_eq!(output, "");
 }

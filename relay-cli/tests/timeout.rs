@@ -9,37 +9,21 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
-
-use support::{HANG_GUARD, Serve};
+use relay_test_support::process_is_gone;
+use support::Serve;
 
 /// The pid a guest script wrote to `name` in the serve directory (the
 /// local agent's guest shares this machine's file system and pids), if it
 /// got that far before its deadline.
-fn written_pid(serve: &Serve, name: &str) -> Option<rustix::process::Pid> {
+fn written_pid(serve: &Serve, name: &str) -> Option<u32> {
     let text = std::fs::read_to_string(serve.path(name)).ok()?;
-    rustix::process::Pid::from_raw(text.trim().parse().ok()?)
+    text.trim().parse().ok()
 }
 
-/// Whether a process `pid` still exists (a zombie counts as gone: it has
-/// stopped running and only waits for its parent).
-fn alive(pid: rustix::process::Pid) -> bool {
-    match std::fs::read_to_string(format!("/proc/{}/stat", pid.as_raw_nonzero())) {
-        // The state follows the parenthesised command name.
-        Ok(stat) => !stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
-}
-
-/// The relay has no session open: the timed-out command's session ended.
-fn wait_for_no_sessions(serve: &Serve) {
-    let start = Instant::now();
-    while serve.stats()["sessions_open"] != 0 {
-        assert!(start.elapsed() < HANG_GUARD, "the session never ended");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Whether a process `pid` still runs (a zombie has stopped running and
+/// only waits for its parent).
+fn alive(pid: u32) -> bool {
+    !process_is_gone(pid)
 }
 
 #[test]
@@ -55,7 +39,7 @@ fn exec_with_a_timeout_stops_the_command_and_exits_124() {
         "agent-relay: timed out after 1s: the command was sent SIGTERM (exit code 124)\n"
     );
     assert!(!written_pid(&serve, "sleep.pid").is_some_and(alive));
-    wait_for_no_sessions(&serve);
+    serve.wait_for_no_sessions();
 }
 
 #[test]
@@ -75,7 +59,7 @@ fn a_command_that_ignores_sigterm_is_killed_after_the_grace() {
          then SIGKILL 2s later (exit code 124)\n"
     );
     assert!(!written_pid(&serve, "stubborn.pid").is_some_and(alive));
-    wait_for_no_sessions(&serve);
+    serve.wait_for_no_sessions();
 }
 
 #[test]

@@ -14,20 +14,12 @@ use microsandbox_protocol_07::exec::{
     ExecExited, ExecRequest, ExecSignal, ExecStderr, ExecStdin, ExecStdout,
 };
 use microsandbox_protocol_07::message::MessageType;
-use support::{HANG_GUARD, Serve};
+use relay_test_support::HANG_GUARD;
+use support::Serve;
+use support::upstream::exec_request;
 
 fn request(cmd: &str, args: &[&str]) -> ExecRequest {
-    ExecRequest {
-        cmd: cmd.into(),
-        args: args.iter().map(|&a| a.into()).collect(),
-        env: Vec::new(),
-        cwd: None,
-        user: None,
-        tty: false,
-        rows: 24,
-        cols: 80,
-        rlimits: Vec::new(),
-    }
+    exec_request(cmd, args)
 }
 
 /// What one exec produced.

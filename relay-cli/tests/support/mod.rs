@@ -6,24 +6,22 @@
     reason = "a test support module: each test file uses a different part"
 )]
 
+use relay_client::Client;
+use relay_test_support::{BlockingClient, TempDir, eventually_blocking, temp_dir};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
-
-use relay_client::Client;
 
 pub mod pty;
+pub mod upstream;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_agent-relay");
-/// A guard against hangs, never a performance threshold.
-pub const HANG_GUARD: Duration = Duration::from_secs(60);
 
 /// `agent-relay serve` in a private directory, stopped with SIGTERM on drop.
 pub struct Serve {
     pub child: Child,
     pub socket: PathBuf,
-    pub dir: tempfile::TempDir,
+    pub dir: TempDir,
 }
 
 impl Serve {
@@ -34,7 +32,7 @@ impl Serve {
     /// `start`, with `configure` given the command (to redirect stderr, set
     /// the environment) and the private directory before it runs.
     pub fn start_with(extra: &[&str], configure: impl FnOnce(&mut Command, &Path)) -> Serve {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = temp_dir();
         let socket = dir.path().join("agent.sock");
         let mut command = Command::new(BIN);
         command
@@ -53,24 +51,33 @@ impl Serve {
 
     /// Waits until a client gets its greeting (the guest is ready).
     pub fn wait_until_serving(&self) {
-        let start = Instant::now();
-        loop {
-            if let Ok(mut stream) = std::os::unix::net::UnixStream::connect(&self.socket) {
-                use std::io::Read;
-                let mut prefix = [0u8; 8];
-                if stream.read_exact(&mut prefix).is_ok() {
-                    return;
-                }
-            }
-            assert!(start.elapsed() < HANG_GUARD, "serve never greeted a client");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        eventually_blocking("serve greeting a client", || {
+            BlockingClient::connect(&self.socket).ok()
+        });
+    }
+
+    /// Waits until the relay has no session open.
+    pub fn wait_for_no_sessions(&self) {
+        eventually_blocking("every session ended", || {
+            (self.stats()["sessions_open"] == 0).then_some(())
+        });
     }
 
     pub fn cli(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(BIN);
         cmd.args(args).env("AGENT_RELAY_SOCKET", &self.socket);
         cmd
+    }
+
+    /// `agent-relay exec -- sh -c SCRIPT`, started with no stdin, its stdout
+    /// piped and its stderr as given.
+    pub fn spawn_sh(&self, script: &str, stderr: Stdio) -> Child {
+        self.cli(&["exec", "--", "sh", "-c", script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap()
     }
 
     pub fn run(&self, args: &[&str], stdin: &[u8]) -> Output {

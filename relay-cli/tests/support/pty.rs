@@ -4,11 +4,11 @@
 use std::io::Read;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use portable_pty::{CommandBuilder, PtySize, native_pty_system};
+use relay_test_support::eventually_blocking;
 
-use super::{BIN, HANG_GUARD};
+use super::BIN;
 
 /// `agent-relay ARGS` with stdin, stdout and stderr on one pseudo-terminal.
 pub struct OnPty {
@@ -71,11 +71,11 @@ impl OnPty {
 
     /// Waits until the output holds `needle`.
     pub fn wait_for_output(&self, needle: &str) {
-        let start = Instant::now();
-        while !String::from_utf8_lossy(&self.output()).contains(needle) {
-            assert!(start.elapsed() < HANG_GUARD, "never printed {needle:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        eventually_blocking(&format!("{needle:?} printed"), || {
+            String::from_utf8_lossy(&self.output())
+                .contains(needle)
+                .then_some(())
+        });
     }
 
     /// Sends SIGTERM.
