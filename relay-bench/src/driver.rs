@@ -73,6 +73,25 @@ impl Server {
         self.child.id()
     }
 
+    /// CPU the relay's own threads (every thread but the guest's) have
+    /// used so far.
+    pub(crate) fn relay_cpu(&self) -> CpuUse {
+        CpuUse::of_threads(self.pid(), |name| name != AGENT_THREAD)
+    }
+
+    /// CPU the guest has used so far: the bench agent's threads, and the
+    /// processes the server started (the reference agent; not the commands
+    /// the agent runs).
+    pub(crate) fn agent_cpu(&self) -> CpuUse {
+        children(self.pid())
+            .into_iter()
+            .map(|child| CpuUse::of_threads(child, |_| true))
+            .fold(
+                CpuUse::of_threads(self.pid(), |name| name == AGENT_THREAD),
+                CpuUse::plus,
+            )
+    }
+
     /// The process's memory now.
     pub(crate) fn memory(&self) -> Memory {
         Memory::of(self.pid())
@@ -130,6 +149,89 @@ impl Memory {
     }
 }
 
+/// The name of every thread in a `serve` process that plays the guest
+/// (the bench agent and its helpers), so CPU accounting can tell the
+/// relay's own work from the agent's.
+pub(crate) const AGENT_THREAD: &str = "bench-agent";
+
+/// CPU a set of threads used: time on a CPU and how many times they were
+/// scheduled in (each a wakeup or a preemption), from
+/// `/proc/<pid>/task/<tid>/schedstat`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct CpuUse {
+    /// Nanoseconds on a CPU.
+    pub(crate) ns: u64,
+    /// Times scheduled in.
+    pub(crate) runs: u64,
+}
+
+impl CpuUse {
+    /// What the threads of `pid` whose name `keep` accepts have used so far
+    /// (threads that ended take their share with them).
+    pub(crate) fn of_threads(pid: u32, keep: impl Fn(&str) -> bool) -> CpuUse {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return CpuUse::default();
+        };
+        tasks
+            .flatten()
+            .filter(|task| {
+                std::fs::read_to_string(task.path().join("comm"))
+                    .is_ok_and(|name| keep(name.trim_end()))
+            })
+            .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+            .map(|line| CpuUse::parse(&line))
+            .fold(CpuUse::default(), CpuUse::plus)
+    }
+
+    fn parse(schedstat: &str) -> CpuUse {
+        let mut fields = schedstat.split_whitespace().map(|f| f.parse().unwrap_or(0));
+        let ns = fields.next().unwrap_or(0);
+        let runs = fields.nth(1).unwrap_or(0);
+        CpuUse { ns, runs }
+    }
+
+    fn plus(self, other: CpuUse) -> CpuUse {
+        CpuUse {
+            ns: self.ns + other.ns,
+            runs: self.runs + other.runs,
+        }
+    }
+
+    /// What was used between `earlier` and this.
+    pub(crate) fn since(self, earlier: CpuUse) -> CpuUse {
+        CpuUse {
+            ns: self.ns.saturating_sub(earlier.ns),
+            runs: self.runs.saturating_sub(earlier.runs),
+        }
+    }
+
+    /// Microseconds on a CPU per one of `count` operations.
+    pub(crate) fn us_per(self, count: usize) -> f64 {
+        self.ns as f64 / 1000.0 / count.max(1) as f64
+    }
+
+    /// Times scheduled in per one of `count` operations.
+    pub(crate) fn runs_per(self, count: usize) -> f64 {
+        self.runs as f64 / count.max(1) as f64
+    }
+}
+
+/// The processes `pid` started that still run.
+pub(crate) fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
 /// Restricts the calling thread (and so every thread and process it starts
 /// afterwards) to CPU `cpu`.
 pub(crate) fn pin_current_thread(cpu: usize) -> io::Result<()> {
@@ -167,6 +269,36 @@ mod tests {
         );
         let own = Memory::of(std::process::id());
         assert!(own.rss > 0 && own.peak >= own.rss);
+    }
+
+    #[test]
+    fn cpu_use_is_read_from_schedstat_and_counts_a_busy_thread() {
+        assert_eq!(
+            CpuUse::parse("294032 2036204 2\n"),
+            CpuUse {
+                ns: 294_032,
+                runs: 2
+            }
+        );
+        let me = std::process::id();
+        let relay = |name: &str| name != AGENT_THREAD;
+        let before = CpuUse::of_threads(me, relay);
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < std::time::Duration::from_millis(20) {
+            std::hint::spin_loop();
+        }
+        let used = CpuUse::of_threads(me, relay).since(before);
+        assert!(used.ns > 0 && used.runs > 0, "{used:?}");
+        assert_eq!(CpuUse::of_threads(me, |_| false), CpuUse::default());
+    }
+
+    #[test]
+    fn the_children_of_a_process_are_listed() {
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let listed = children(std::process::id()).contains(&child.id());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(listed);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use relay_codec::{Frame, Handshake, LEGACY_SLOTS, LEGACY_STEP, bounds_slot_range
 use relay_server::{HandshakeForm, Relay, RelayConfig, StatsHandle};
 
 use crate::agent::{self, Setup};
+use crate::driver::AGENT_THREAD;
 use crate::naive;
 use crate::transport::{DeviceWait, RingRead, RingWrite};
 
@@ -247,9 +248,10 @@ pub(crate) fn run(opts: &ServeOptions) -> Result<(), String> {
             let runtime = runtime(opts.runtime).map_err(|e| fail("runtime", &e))?;
             let (device, end) = naive::duplex().map_err(|e| fail("queues", &e))?;
             // The naive relay knows nothing of flow control.
-            std::thread::spawn(move || {
+            spawn_agent(move || {
                 agent::serve(device.rx, Box::new(device.tx), Setup::behind_relay(None))
-            });
+            })
+            .map_err(|e| fail("agent thread", &e))?;
             runtime
                 .block_on(async {
                     let listener = tokio::net::UnixListener::bind(&opts.socket)?;
@@ -267,13 +269,14 @@ pub(crate) fn run(opts: &ServeOptions) -> Result<(), String> {
                     let (rx, tx) = device.split();
                     let wait = opts.wait;
                     let setup = Setup::behind_relay(opts.flow);
-                    std::thread::spawn(move || {
+                    spawn_agent(move || {
                         agent::serve(
                             RingRead { inner: rx, wait },
                             Box::new(RingWrite { inner: tx, wait }),
                             setup,
                         )
-                    });
+                    })
+                    .map_err(|e| fail("agent thread", &e))?;
                 }
                 Device::Agent => start_reference_agent(device, opts.wait)
                     .map_err(|e| fail("reference agent", &e))?,
@@ -351,12 +354,12 @@ fn serve_raw(opts: &ServeOptions) -> io::Result<()> {
     for (slot, stream) in (0u32..).zip(listener.incoming()) {
         let stream = stream?;
         let ready = ready.clone();
-        std::thread::spawn(move || -> io::Result<()> {
+        spawn_agent(move || -> io::Result<()> {
             let mut stream: UnixStream = stream;
             stream.write_all(&form.greeting(slot, &ready))?;
             let reader = stream.try_clone()?;
             agent::serve(reader, Box::new(stream), Setup::RAW)
-        });
+        })?;
     }
     Ok(())
 }
@@ -373,13 +376,13 @@ async fn serve_floor(opts: &ServeOptions) -> io::Result<()> {
         let (stream, _) = listener.accept().await?;
         let (device, relay_end) = relay_ring::duplex(ring)?;
         let (rx, tx) = device.split();
-        std::thread::spawn(move || {
+        spawn_agent(move || {
             agent::serve(
                 RingRead { inner: rx, wait },
                 Box::new(RingWrite { inner: tx, wait }),
                 Setup::RAW,
             )
-        });
+        })?;
         let greeting = form.greeting(slot, &ready);
         tokio::spawn(async move {
             let (mut from_ring, mut to_ring) = relay_end.into_split()?;
@@ -395,6 +398,16 @@ async fn serve_floor(opts: &ServeOptions) -> io::Result<()> {
         });
     }
     Ok(())
+}
+
+/// Starts a thread that plays the guest, named so that CPU accounting
+/// leaves it out of the relay's share (threads it starts inherit the name).
+fn spawn_agent<T: Send + 'static>(
+    body: impl FnOnce() -> T + Send + 'static,
+) -> io::Result<std::thread::JoinHandle<T>> {
+    std::thread::Builder::new()
+        .name(AGENT_THREAD.into())
+        .spawn(body)
 }
 
 /// Runs `relay-bench agent` (the reference agent on its stdio) as a child

@@ -3,14 +3,22 @@
 
 use std::time::Duration;
 
-use super::goals::{Judge, all_met, times};
+use super::goals::{Judge, all_met, number, times};
 use super::{Family, MeasureError, Mode, Scenario, WITH_FLOOR, failed, metric, start};
 use crate::driver;
 use crate::load::{self, Conn};
 use crate::report::{Metric, Sample, Verdict};
 use crate::serve::Impl;
 
-const LATENCY: &[Metric] = &[metric("p50", "us"), metric("p99", "us")];
+/// The round trip's percentiles, and what the relay's own threads (every
+/// thread but the guest's) spent per round trip: CPU time, and how often
+/// they were scheduled in.
+const LATENCY: &[Metric] = &[
+    metric("p50", "us"),
+    metric("p99", "us"),
+    metric("relay_cpu", "us/rtt"),
+    metric("relay_runs", "1/rtt"),
+];
 
 pub(super) const FAMILY: Family = Family {
     scenarios: &[
@@ -42,6 +50,7 @@ fn round_trips(mode: &Mode, imp: Impl) -> Result<Sample, MeasureError> {
         return Err(MeasureError::NoCpuList);
     }
     let mut conn = Conn::connect(server.socket()).map_err(failed("connect"))?;
+    let before = server.relay_cpu();
     let pings = load::ping(
         &mut conn,
         mode.rtt_warmup,
@@ -49,10 +58,17 @@ fn round_trips(mode: &Mode, imp: Impl) -> Result<Sample, MeasureError> {
         Duration::from_secs(10),
     )
     .map_err(failed("ping"))?;
+    let relay = server.relay_cpu().since(before);
     if pings.completion() < 100.0 {
         return Err(MeasureError::RoundTripTimedOut);
     }
-    Ok(vec![("p50", pings.p(50.0)), ("p99", pings.p(99.0))])
+    let trips = mode.rtt_warmup + mode.rtt_pings;
+    Ok(vec![
+        ("p50", pings.p(50.0)),
+        ("p99", pings.p(99.0)),
+        ("relay_cpu", relay.us_per(trips)),
+        ("relay_runs", relay.runs_per(trips)),
+    ])
 }
 
 fn goals(judge: &Judge<'_>, _mode: &Mode) -> Vec<Verdict> {
@@ -86,6 +102,19 @@ fn goals(judge: &Judge<'_>, _mode: &Mode) -> Vec<Verdict> {
                 times(naive)
             ),
             met: all_met(&[floor.map(|r| r <= 1.3), naive.map(|r| r <= 0.9)]),
+        }
+    }))
+    .chain(std::iter::once({
+        let ours = judge.median("rtt_64B_pinned", "relay_cpu", Impl::Ours);
+        let naive = judge.median("rtt_64B_pinned", "relay_cpu", Impl::Naive);
+        Verdict {
+            goal: "P1",
+            what: format!(
+                "relay CPU per round trip, pinned: ours {} us, naive {} us (goal: below naive)",
+                number(ours, 2),
+                number(naive, 2)
+            ),
+            met: ours.zip(naive).map(|(o, n)| o < n),
         }
     }))
     .collect()

@@ -130,6 +130,12 @@ pub(crate) enum MeasureError {
     /// A command's stdout was not what it should have been.
     #[error("{got} bytes of stdout, expected {expected}")]
     ShortStdout { got: u64, expected: u64 },
+    /// A command counted other than what it was sent on stdin.
+    #[error("{got} bytes reached stdin, expected {expected}")]
+    ShortStdin { got: u64, expected: u64 },
+    /// A copied file is not as long as its source.
+    #[error("the copy has {got} bytes, expected {expected}")]
+    ShortFile { got: u64, expected: u64 },
 }
 
 /// The [`MeasureError::Io`] of `step`.

@@ -34,6 +34,10 @@ pub(crate) struct Mode {
     pub(super) naive_rss_cap: u64,
     pub(super) exec_rounds: usize,
     pub(super) exec_stdout: u64,
+    /// 64-byte round trips through `cat`.
+    pub(super) cat_rounds: usize,
+    /// Bytes of the file each fs row moves.
+    pub(super) fs_bytes: u64,
     /// The relays' tokio runtime.
     pub(crate) runtime: Runtime,
     /// How the device side of the rings waits.
@@ -65,6 +69,8 @@ impl Mode {
             naive_rss_cap: 1 << 30,
             exec_rounds: 200,
             exec_stdout: 100_000_000,
+            cat_rounds: 5000,
+            fs_bytes: 1 << 30,
             runtime: Runtime::Current,
             wait: DeviceWait::Park,
             ring: relay_ring::DEFAULT_CAPACITY,
@@ -93,6 +99,8 @@ impl Mode {
             naive_rss_cap: 512 << 20,
             exec_rounds: 50,
             exec_stdout: 100_000_000,
+            cat_rounds: 2000,
+            fs_bytes: 256 << 20,
             runtime: Runtime::Current,
             wait: DeviceWait::Park,
             ring: relay_ring::DEFAULT_CAPACITY,
@@ -121,6 +129,8 @@ impl Mode {
             naive_rss_cap: 256 << 20,
             exec_rounds: 3,
             exec_stdout: 1_000_000,
+            cat_rounds: 50,
+            fs_bytes: 4 << 20,
             runtime: Runtime::Current,
             wait: DeviceWait::Park,
             ring: relay_ring::DEFAULT_CAPACITY,
