@@ -5,9 +5,7 @@ use std::io;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use relay_codec::{
-    CodecError, FS_CHUNK_SIZE, FrameCodec, FrameError, Message, MessageError, MessageType,
-};
+use relay_codec::{CodecError, FrameCodec, FrameError, Message, MessageError, MessageType};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
@@ -36,7 +34,10 @@ pub struct AgentConfig {
     /// becomes one frame. Default 64 KiB.
     pub output_chunk: usize,
     /// Size of the `core.fs.data` chunks of a file read, at most
-    /// [`FS_CHUNK_SIZE`] (the default).
+    /// [`relay_codec::FS_CHUNK_SIZE`]. Default 256 KiB: a quarter of the default flow
+    /// window, so a read keeps chunks in flight while credit for the
+    /// earlier ones comes back, where chunks of a whole window or more
+    /// would stop and wait after each.
     pub fs_chunk: usize,
     /// Sessions open at once; a request beyond this is answered with an
     /// error (exec: code 126, fs: `ok: false`). Default 1024.
@@ -61,7 +62,7 @@ impl Default for AgentConfig {
             input_queue_bytes: 1024 * 1024,
             outbound_budget: 8 * 1024 * 1024,
             output_chunk: 64 * 1024,
-            fs_chunk: FS_CHUNK_SIZE,
+            fs_chunk: 256 * 1024,
             max_sessions: 1024,
             flush_timeout: Duration::from_secs(5),
             flow_window: Some(1 << 20),
