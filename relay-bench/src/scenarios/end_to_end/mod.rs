@@ -12,7 +12,7 @@ mod local;
 mod remote;
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::goals::{Judge, all_met, times};
@@ -219,7 +219,9 @@ fn counted(wc_stdout: &[u8], bytes: u64) -> Result<(), MeasureError> {
 
 /// A source file of the pattern and a path for its copy, in a private
 /// directory removed on drop. The agent runs on this machine, so the same
-/// paths serve the local copy and the remote one.
+/// paths serve the local copy and the remote one. The directory is in
+/// memory (`/dev/shm`) where there is one, so that a disk's writeback does
+/// not drown what the relay costs.
 struct Files {
     dir: PathBuf,
     source: PathBuf,
@@ -230,7 +232,13 @@ impl Files {
     fn new(bytes: u64) -> Result<Files, MeasureError> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("relay-bench-fs-{}-{n}", std::process::id()));
+        let shm = Path::new("/dev/shm");
+        let base = if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = base.join(format!("relay-bench-fs-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(failed("create the fs directory"))?;
         let files = Files {
