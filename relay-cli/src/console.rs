@@ -1,10 +1,10 @@
-//! The guest's console for `serve`: where the agent's byte stream comes from,
-//! and the device threads that pump it into the ring and back, playing the
-//! part of a VMM's virtio-console backend.
+//! The guest's console for `serve`: where the agent's byte stream comes from.
+//! A chardev socket is read and written by the relay itself; a child's
+//! stdio goes through device threads that pump it into the ring and back,
+//! playing the part of a VMM's virtio-console backend.
 
 use std::io::{self, Read, Write};
-use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
 use std::thread::JoinHandle;
@@ -47,6 +47,27 @@ impl FromStr for ConsoleSpec {
     }
 }
 
+impl ConsoleSpec {
+    /// The command that runs the guest, for the consoles that are a child
+    /// process; `None` for a socket. The local agent logs in `log_format`,
+    /// as `serve` does.
+    pub(crate) fn command(&self, log_format: LogFormat) -> io::Result<Option<Command>> {
+        Ok(match self {
+            ConsoleSpec::Local => {
+                let mut cmd = Command::new(std::env::current_exe()?);
+                cmd.arg("--log-format").arg(log_format.name()).arg("agent");
+                Some(cmd)
+            }
+            ConsoleSpec::StdioOf(line) => {
+                let mut cmd = Command::new("sh");
+                cmd.arg("-c").arg(line);
+                Some(cmd)
+            }
+            ConsoleSpec::Unix(_) => None,
+        })
+    }
+}
+
 impl std::fmt::Display for ConsoleSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -65,42 +86,9 @@ pub(crate) struct Device {
 }
 
 impl Device {
-    /// Opens the console and starts pumping it to and from the ring's device
-    /// end. The local agent logs in `log_format`, as `serve` does.
+    /// Starts the guest's command with its stdio pumped to and from the
+    /// ring's device end.
     pub(crate) fn start(
-        spec: &ConsoleSpec,
-        log_format: LogFormat,
-        ring_reader: DeviceReader,
-        ring_writer: DeviceWriter,
-        connect_timeout: Duration,
-    ) -> io::Result<Device> {
-        match spec {
-            ConsoleSpec::Local => {
-                let exe = std::env::current_exe()?;
-                let mut cmd = Command::new(exe);
-                cmd.arg("--log-format").arg(log_format.name()).arg("agent");
-                Device::child(cmd, ring_reader, ring_writer)
-            }
-            ConsoleSpec::StdioOf(line) => {
-                let mut cmd = Command::new("sh");
-                cmd.arg("-c").arg(line);
-                Device::child(cmd, ring_reader, ring_writer)
-            }
-            ConsoleSpec::Unix(path) => {
-                let stream = connect_with_retry(path, connect_timeout)?;
-                let read_half = stream.try_clone()?;
-                Ok(Device {
-                    child: None,
-                    threads: vec![
-                        pump_into_ring(read_half, ring_writer),
-                        pump_out_of_ring(ring_reader, stream),
-                    ],
-                })
-            }
-        }
-    }
-
-    fn child(
         mut cmd: Command,
         ring_reader: DeviceReader,
         ring_writer: DeviceWriter,
@@ -121,6 +109,14 @@ impl Device {
                 pump_out_of_ring(ring_reader, stdin),
             ],
         })
+    }
+
+    /// No device: the relay reads and writes the console itself.
+    pub(crate) fn none() -> Device {
+        Device {
+            child: None,
+            threads: Vec::new(),
+        }
     }
 
     /// Waits for the device threads (they end once the relay has let go of
@@ -159,15 +155,19 @@ impl Device {
     }
 }
 
-fn connect_with_retry(path: &std::path::Path, timeout: Duration) -> io::Result<UnixStream> {
-    // QEMU creates its chardev socket as it starts; wait for it to appear.
+/// Connects to a chardev socket, waiting up to `timeout` for it to appear
+/// (QEMU creates it as it starts).
+pub(crate) async fn connect_unix(
+    path: &Path,
+    timeout: Duration,
+) -> io::Result<tokio::net::UnixStream> {
     let deadline = Instant::now() + timeout;
     loop {
-        match UnixStream::connect(path) {
+        match tokio::net::UnixStream::connect(path).await {
             Ok(stream) => return Ok(stream),
             Err(error) if Instant::now() < deadline => {
                 tracing::debug!(%error, path = %path.display(), "console not there yet");
-                std::thread::sleep(Duration::from_millis(50));
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Err(error) => {
                 return Err(io::Error::new(

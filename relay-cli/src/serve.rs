@@ -7,7 +7,7 @@ use relay_server::{HandshakeForm, Relay, RelayConfig, RelayError};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::SocketArgs;
-use crate::console::{ConsoleSpec, Device};
+use crate::console::{self, ConsoleSpec, Device};
 use crate::export::MetricsFile;
 use crate::logging::LogFormat;
 
@@ -31,7 +31,9 @@ pub(crate) struct ServeArgs {
     /// Id ranges of the bounds handshake.
     #[arg(long, default_value_t = 128, value_name = "N")]
     slots: u32,
-    /// Bytes of each ring (a power of two).
+    /// Bytes of each ring (a power of two), between a child console's
+    /// device threads and the relay; a socket console has no ring (the
+    /// relay reads and writes the socket itself).
     #[arg(long, default_value_t = SERVE_RING_CAPACITY, value_name = "BYTES")]
     ring_capacity: usize,
     /// Bytes queued toward one client before it is cut off as a slow consumer.
@@ -117,13 +119,36 @@ pub(crate) async fn run(args: ServeArgs, log_format: LogFormat) -> u8 {
         config = config.with_max_clients(max);
     }
 
-    let (device_end, relay_end) = match relay_ring::duplex(args.ring_capacity) {
-        Ok(pair) => pair,
-        Err(error) => return crate::fail(format!("cannot create the ring: {error}")),
+    let command = match args.console.command(log_format) {
+        Ok(command) => command,
+        Err(error) => return crate::fail(format!("cannot open console {}: {error}", args.console)),
     };
-    let mut relay = match Relay::start_on_ring(config, relay_end) {
-        Ok(relay) => relay,
-        Err(error) => return crate::fail(error),
+    let (mut relay, child_console) = match (&args.console, command) {
+        // A socket needs no device threads: the relay reads and writes it
+        // itself, so a frame crosses no thread the chardev does not.
+        (ConsoleSpec::Unix(path), _) => {
+            let stream = match console::connect_unix(path, ready_timeout).await {
+                Ok(stream) => stream,
+                Err(error) => {
+                    return crate::fail(format!("cannot open console {}: {error}", args.console));
+                }
+            };
+            let (read, write) = stream.into_split();
+            match Relay::start(config, read, write) {
+                Ok(relay) => (relay, None),
+                Err(error) => return crate::fail(error),
+            }
+        }
+        (_, command) => {
+            let (device_end, relay_end) = match relay_ring::duplex(args.ring_capacity) {
+                Ok(pair) => pair,
+                Err(error) => return crate::fail(format!("cannot create the ring: {error}")),
+            };
+            match Relay::start_on_ring(config, relay_end) {
+                Ok(relay) => (relay, command.map(|command| (command, device_end))),
+                Err(error) => return crate::fail(error),
+            }
+        }
     };
     let metrics = match &args.metrics_file {
         None => None,
@@ -138,29 +163,27 @@ pub(crate) async fn run(args: ServeArgs, log_format: LogFormat) -> u8 {
             }
         }
     };
-    let (ring_reader, ring_writer) = device_end.split();
-    let console = args.console.clone();
-    let device = match tokio::task::spawn_blocking(move || {
-        Device::start(
-            &console,
-            log_format,
-            ring_reader,
-            ring_writer,
-            ready_timeout,
-        )
-    })
-    .await
-    {
-        Ok(Ok(device)) => device,
-        Ok(Err(error)) => {
-            relay.shutdown();
-            let _ = relay.join().await;
-            if let Some(metrics) = metrics {
-                metrics.stop().await;
+    let device = match child_console {
+        None => Device::none(),
+        Some((command, device_end)) => {
+            let (ring_reader, ring_writer) = device_end.split();
+            match tokio::task::spawn_blocking(move || {
+                Device::start(command, ring_reader, ring_writer)
+            })
+            .await
+            {
+                Ok(Ok(device)) => device,
+                Ok(Err(error)) => {
+                    relay.shutdown();
+                    let _ = relay.join().await;
+                    if let Some(metrics) = metrics {
+                        metrics.stop().await;
+                    }
+                    return crate::fail(format!("cannot open console {}: {error}", args.console));
+                }
+                Err(error) => return crate::fail(error),
             }
-            return crate::fail(format!("cannot open console {}: {error}", args.console));
         }
-        Err(error) => return crate::fail(error),
     };
     // The one line that names the socket: the relay's span leaves the
     // path out of every later line (see `logging`).
