@@ -171,10 +171,10 @@ impl Machine {
     }
 
     /// Stops the relay with `SIGTERM` (a graceful shutdown that leaves the
-    /// VM running) and starts a new one on the same sockets: the guest's
-    /// agent sees the host go and come back. Returns how the old relay
-    /// exited, or `None` if it had not within `guard` (it is then killed).
-    pub async fn restart_relay(&mut self, guard: Duration) -> Result<Option<ExitStatus>, VmError> {
+    /// VM running): the guest's agent sees the host go. Returns how the
+    /// relay exited, or `None` if it had not within `guard` (it is then
+    /// killed).
+    pub async fn stop_relay(&mut self, guard: Duration) -> Result<Option<ExitStatus>, VmError> {
         let pid = rustix::process::Pid::from_child(&self.relay);
         rustix::process::kill_process(pid, rustix::process::Signal::TERM)
             .map_err(|errno| VmError::io("the relay process")(errno.into()))?;
@@ -183,6 +183,11 @@ impl Machine {
             let _ = self.relay.kill();
             let _ = self.relay.wait();
         }
+        Ok(status)
+    }
+
+    /// Starts a new relay on the chardev socket, logging after the old one.
+    pub fn start_relay(&mut self) -> Result<(), VmError> {
         let path = self.dir.path().join("relay.log");
         let log = fs::OpenOptions::new()
             .append(true)
@@ -191,11 +196,16 @@ impl Machine {
         self.relay = spawn_relay(
             &self.agent_relay,
             &self.socket,
-            &self.dir.path().join("qemu.sock"),
+            &self.chardev(),
             log,
             self.dir.path(),
         )?;
-        Ok(status)
+        Ok(())
+    }
+
+    /// QEMU's chardev socket: the guest agent's port on the host side.
+    pub fn chardev(&self) -> PathBuf {
+        self.dir.path().join("qemu.sock")
     }
 
     /// Where the logs are copied when the machine is dropped.

@@ -45,8 +45,12 @@ const LAYERS: &[(&str, Allowed)] = &[
             "relay-agent",
         ]),
     ),
-    // The microVM proof boots the agent and drives it with the client.
-    ("relay-vm", Allowed::Only(&["relay-agent", "relay-client"])),
+    // The microVM proof boots the agent and drives it with the client (and
+    // with bare frames for its raw baseline).
+    (
+        "relay-vm",
+        Allowed::Only(&["relay-agent", "relay-client", "relay-codec"]),
+    ),
     // Test doubles for every crate's dev-dependencies: below all that use them.
     (
         "relay-test-support",

@@ -73,6 +73,11 @@ pub(super) async fn stdio(client: &Client) -> Result<(), VmError> {
     Ok(())
 }
 
+/// The line of echo `round` (16 bytes).
+pub(super) fn echo_line(round: u32) -> String {
+    format!("echo {round:>9} ..\n")
+}
+
 /// Sequential execs of `true`, and echoes through one running `cat`.
 pub(super) async fn round_trips(client: &Client, report: &mut Report) -> Result<(), VmError> {
     let step = "round trips";
@@ -95,7 +100,7 @@ pub(super) async fn round_trips(client: &Client, report: &mut Report) -> Result<
     let start = Instant::now();
     let echoed = within_step_guard(step, "echoes through `cat`", async {
         for round in 0..ECHO_ROUNDS {
-            let line = format!("echo {round:>9} ..\n");
+            let line = echo_line(round);
             session
                 .write_stdin(line.as_bytes())
                 .await

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use relay_client::Client;
 
 use super::guest::{connect_when_ready, exec, exec_ok, run_cli, wait_gone};
+use super::raw;
 use super::report::Report;
 use crate::error::VmError;
 use crate::machine::Machine;
@@ -44,10 +45,15 @@ pub(super) async fn orphan_reaped(client: &Client) -> Result<(), VmError> {
     wait_gone(client, step, pid, "PID 1 reaping the orphan").await
 }
 
-/// The relay stops and a new one starts; the guest agent serves it.
-pub(super) async fn relay_restart(machine: &mut Machine) -> Result<(), VmError> {
+/// The relay stops, the host speaks to the agent on the chardev itself
+/// (the raw baseline), and a new relay starts; the guest agent serves each
+/// host that comes.
+pub(super) async fn relay_restart(
+    machine: &mut Machine,
+    report: &mut Report,
+) -> Result<(), VmError> {
     let step = "relay restart";
-    match machine.restart_relay(EXIT_GUARD).await? {
+    match machine.stop_relay(EXIT_GUARD).await? {
         Some(status) if status.success() => {}
         Some(status) => {
             return Err(VmError::check(
@@ -63,6 +69,8 @@ pub(super) async fn relay_restart(machine: &mut Machine) -> Result<(), VmError> 
             });
         }
     }
+    raw::baseline(&machine.chardev(), report).await?;
+    machine.start_relay()?;
     let client = connect_when_ready(machine.socket(), step).await?;
     let said = exec_ok(&client, step, "echo", &["served", "again"]).await?;
     if said != "served again\n" {

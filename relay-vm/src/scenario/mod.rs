@@ -23,10 +23,12 @@
 //! 10. **orphan** (`lifecycle`): a background `sleep` whose shell exits is re-parented to
 //!     PID 1 (checked in `/proc/<pid>/stat`), and PID 1 reaps it when it
 //!     ends (its `/proc` entry goes away instead of staying a zombie).
-//! 11. **relay restart** (`lifecycle`): the relay stops (`SIGTERM`) while the VM runs and
-//!     a new one starts on the same chardev; the guest's agent, having seen
-//!     the host go, serves the new relay (a fresh `core.ready`), and a
-//!     command runs through it.
+//! 11. **relay restart** (`lifecycle`, `raw`): the relay stops (`SIGTERM`) while the VM
+//!     runs; the host speaks to the agent on QEMU's chardev socket itself, the
+//!     raw baseline (the echoes of step 5 and the stream of step 6 with no
+//!     relay, reported beside the relay's); then a new relay starts on the
+//!     same chardev; the guest's agent, having seen each host go, serves the
+//!     next one (a fresh `core.ready`), and a command runs through it.
 //! 12. **shutdown** (`lifecycle`) through the CLI (`agent-relay shutdown`): QEMU must
 //!     exit with status 0, and the relay too.
 //!
@@ -37,6 +39,7 @@ mod clients;
 mod exec;
 mod guest;
 mod lifecycle;
+mod raw;
 mod report;
 mod transfer;
 
@@ -102,8 +105,8 @@ async fn steps(
     lifecycle::orphan_reaped(&client).await?;
     progress("an orphan was re-parented to PID 1 and reaped");
     drop(client);
-    lifecycle::relay_restart(machine).await?;
-    progress("the guest agent served a restarted relay");
+    lifecycle::relay_restart(machine, &mut report).await?;
+    progress("the guest agent served the host on its chardev, then a restarted relay");
     lifecycle::shutdown(machine, &mut report).await?;
     Ok(report)
 }

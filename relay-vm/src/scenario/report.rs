@@ -30,6 +30,10 @@ pub struct Report {
     pub stdout_bytes: usize,
     /// Time of that stream (request to exit code).
     pub stdout_time: Duration,
+    /// The same echo with no relay: the host on the chardev socket itself.
+    pub raw_echo_rtt: Duration,
+    /// The same stream with no relay.
+    pub raw_stdout_time: Duration,
     /// Bytes of the fs put and get.
     pub fs_bytes: usize,
     /// Time of the put.
@@ -72,6 +76,17 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
+            "relay / raw:      stdin echo {:.3} ms / {:.3} ms = {:.2}x; stdout {:.1} / {:.1} MiB/s = {:.2}x \
+             (raw: the host on QEMU's chardev socket itself, same VM and boot)",
+            ms(self.echo_rtt),
+            ms(self.raw_echo_rtt),
+            ratio(self.echo_rtt, self.raw_echo_rtt),
+            mib_per_s(self.stdout_bytes, self.stdout_time),
+            mib_per_s(self.stdout_bytes, self.raw_stdout_time),
+            ratio(self.raw_stdout_time, self.stdout_time),
+        )?;
+        writeln!(
+            f,
             "fs put / get:     {:.1} / {:.1} MiB/s ({} MiB each way, SHA-256 matched)",
             mib_per_s(self.fs_bytes, self.put_time),
             mib_per_s(self.fs_bytes, self.get_time),
@@ -93,6 +108,11 @@ impl fmt::Display for Report {
 /// A rate in MiB/s.
 fn mib_per_s(bytes: usize, time: Duration) -> f64 {
     bytes as f64 / (1024.0 * 1024.0) / time.as_secs_f64().max(1e-9)
+}
+
+/// `a / b`, of two durations.
+fn ratio(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() / b.as_secs_f64().max(1e-9)
 }
 
 /// A duration in milliseconds.

@@ -11,7 +11,10 @@ use super::report::Report;
 use crate::error::VmError;
 
 /// The streamed stdout transfer.
-const STDOUT_BYTES: usize = 20 * 1024 * 1024;
+pub(super) const STDOUT_BYTES: usize = 20 * 1024 * 1024;
+/// Where the guest keeps the streamed file (the raw baseline streams it
+/// again).
+pub(super) const BIG_FILE: &str = "/tmp/big";
 /// The fs put/get transfer.
 const FS_BYTES: usize = 5 * 1024 * 1024;
 
@@ -19,7 +22,8 @@ const FS_BYTES: usize = 5 * 1024 * 1024;
 /// and hashed on the host.
 pub(super) async fn stdout_transfer(client: &Client, report: &mut Report) -> Result<(), VmError> {
     let step = "20 MiB stdout";
-    let script = format!("head -c {STDOUT_BYTES} /dev/urandom > /tmp/big && sha256sum /tmp/big");
+    let script =
+        format!("head -c {STDOUT_BYTES} /dev/urandom > {BIG_FILE} && sha256sum {BIG_FILE}");
     let guest_sum = exec_ok(client, step, "sh", &["-c", &script]).await?;
     let guest_sum = guest_sum
         .split_whitespace()
@@ -29,7 +33,7 @@ pub(super) async fn stdout_transfer(client: &Client, report: &mut Report) -> Res
 
     let start = Instant::now();
     let mut session = client
-        .exec(ExecRequest::new("cat", ["/tmp/big"]))
+        .exec(ExecRequest::new("cat", [BIG_FILE]))
         .await
         .map_err(VmError::client(step))?;
     let (bytes, sum, code) = within_step_guard(step, "the stream", async {
@@ -66,7 +70,7 @@ pub(super) async fn stdout_transfer(client: &Client, report: &mut Report) -> Res
             ),
         ));
     }
-    exec_ok(client, step, "rm", &["/tmp/big"]).await?;
+    // The file stays for the raw baseline, which streams it again.
     Ok(())
 }
 
