@@ -46,10 +46,7 @@ pub(super) fn cat_round_trips(rounds: usize) -> Result<Sample, MeasureError> {
         .spawn()
         .map_err(failed("spawn cat"))?;
     let (Some(mut input), Some(mut output)) = (cat.stdin.take(), cat.stdout.take()) else {
-        return Err(MeasureError::Io {
-            step: "cat's pipes",
-            source: std::io::Error::other("not piped"),
-        });
+        return Err(not_piped("cat's pipes"));
     };
     let sent = pattern(64);
     let mut back = [0u8; 64];
@@ -77,7 +74,10 @@ pub(super) fn pipe_stdout(bytes: u64) -> Result<Sample, MeasureError> {
         .stdout(Stdio::piped())
         .spawn()
         .map_err(failed("spawn head"))?;
-    let mut out = head.stdout.take().ok_or(MeasureError::NoExitStatus)?;
+    let mut out = head
+        .stdout
+        .take()
+        .ok_or_else(|| not_piped("head's stdout"))?;
     let mut buf = vec![0u8; CHUNK];
     let mut got = 0u64;
     loop {
@@ -110,7 +110,7 @@ pub(super) fn pipe_stdin(bytes: u64) -> Result<Sample, MeasureError> {
         .stdout(Stdio::piped())
         .spawn()
         .map_err(failed("spawn wc"))?;
-    let mut input = wc.stdin.take().ok_or(MeasureError::NoExitStatus)?;
+    let mut input = wc.stdin.take().ok_or_else(|| not_piped("wc's stdin"))?;
     let chunk = pattern(CHUNK);
     let mut left = bytes;
     while left > 0 {
@@ -143,4 +143,12 @@ pub(super) fn copy(bytes: u64) -> Result<Sample, MeasureError> {
     let elapsed = start.elapsed();
     files.check(bytes)?;
     Ok(vec![("throughput", load::mib_per_s(bytes, elapsed))])
+}
+
+/// A child's pipe that should be there and is not.
+fn not_piped(step: &'static str) -> MeasureError {
+    MeasureError::Io {
+        step,
+        source: std::io::Error::other("not piped"),
+    }
 }
